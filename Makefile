@@ -1,0 +1,64 @@
+# One entry point for people and CI. Every target that needs the toolchain depends on `setup`,
+# which (re)creates .venv when it is missing or when requirements.txt changed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= false
+export PYTHONDONTWRITEBYTECODE := 1
+
+INVENTORY ?= inventories/lab
+MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+setup: $(STAMP) ## Create .venv with the pinned toolchain (only when missing or stale)
+
+lint: setup ## yamllint, ansible-lint (production profile) and ruff over the whole tree
+	yamllint --strict .
+	ansible-lint --profile production --offline
+	ruff check plugins tests benchmarks
+	ruff format --check plugins tests benchmarks
+
+unit: setup ## Unit tests of the Python plugins and modules
+	pytest tests/unit
+
+image: setup ## Build the lab base image (only when its recipe changed)
+	ansible-playbook playbooks/lab_image.yml
+
+molecule: setup image ## Every role's Molecule scenario
+	@for s in $(MOLECULE_SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; \
+	  molecule test -s $$s || exit 1; \
+	done
+
+e2e: setup ## End-to-end tests on one shared lab (brings it up, tears it down last)
+	pytest tests/e2e
+
+test: lint unit molecule e2e ## Everything: lint, unit, Molecule, end to end
+
+lab-up: setup ## Bring the lab up (idempotent; repairs a half-up lab)
+	ansible-playbook playbooks/lab_up.yml
+
+lab-down: setup ## Remove the lab's containers, network, volumes, keys and CA
+	ansible-playbook playbooks/lab_down.yml
+
+demo: lab-up ## Lab up, then converge site.yml on it
+	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+clean: lab-down ## Lab down and the toolchain removed
+	rm -rf $(VENV) .cache
