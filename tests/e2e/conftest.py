@@ -1,0 +1,26 @@
+"""One shared lab for every end-to-end test.
+
+The first test that asks for ``lab`` brings it up with ``playbooks/lab_up.yml`` (a no-op when it is
+already up); tests marked ``lab_teardown`` run after all others and remove it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from labkit import Lab, load_inventory, playbook
+
+
+@pytest.fixture(scope="session")
+def lab_up_output() -> str:
+    res = playbook("playbooks/lab_up.yml")
+    return res.stdout
+
+
+@pytest.fixture(scope="session")
+def lab(lab_up_output: str) -> Lab:
+    return load_inventory()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Teardown tests last, whatever their file names."""
+    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)

@@ -1,0 +1,135 @@
+"""Helpers for end-to-end tests on the lab: run playbooks and ad-hoc modules, reach hosts over SSH."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LAB_INVENTORY = ROOT / "inventories" / "lab"
+LAB_STATE = ROOT / ".lab"
+LAB_NAME = "mlfleet-lab"
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.M,
+)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
+    e["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    e["ANSIBLE_FORCE_COLOR"] = "false"
+    e["ANSIBLE_NOCOLOR"] = "true"
+    return e
+
+
+def run(cmd: list[str], check: bool = False, timeout: int = 1800, **kw) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        cmd, cwd=ROOT, env=kw.pop("env", None) or env(), capture_output=True, text=True, timeout=timeout, **kw
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def playbook(path: str, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
+    return run([str(BIN / "ansible-playbook"), path, *args], check=check, **kw)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """Per-host counters of the PLAY RECAP."""
+    return {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")} for m in RECAP.finditer(output)
+    }
+
+
+@dataclass
+class Lab:
+    hosts: dict[str, str]  # inventory name -> address
+    groups: dict[str, list[str]]
+
+    @property
+    def key(self) -> Path:
+        return LAB_STATE / "ssh" / "id_ed25519"
+
+    def ansible(
+        self,
+        pattern: str,
+        module: str,
+        args: str = "",
+        become: bool = False,
+        check: bool = True,
+        extra: tuple[str, ...] = (),
+    ) -> dict[str, dict]:
+        """Run an ad-hoc module; return each host's result (from the json callback)."""
+        cmd = [str(BIN / "ansible"), pattern, "-i", str(LAB_INVENTORY), "-m", module]
+        if args:
+            cmd += ["-a", args]
+        if become:
+            cmd.append("--become")
+        cmd += list(extra)
+        e = env()
+        e.update(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+        res = run(cmd, env=e)
+        try:
+            results: dict[str, dict] = json.loads(res.stdout)["plays"][0]["tasks"][0]["hosts"]
+        except (ValueError, KeyError, IndexError) as exc:
+            raise AssertionError(
+                f"ansible {pattern} -m {module}: no result\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+            ) from exc
+        if check and (res.returncode != 0 or any(r.get("failed") or r.get("unreachable") for r in results.values())):
+            raise AssertionError(f"ansible {pattern} -m {module} failed:\n{json.dumps(results, indent=1)[-4000:]}")
+        return results
+
+    def sh(self, host: str, command: str, become: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a shell command on one lab host over SSH, as deploy (sudo when become)."""
+        remote = f"sudo -n sh -c {json.dumps(command)}" if become else command
+        res = self.ssh(host, remote)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{host}: {command!r} exited {res.returncode}: {res.stdout}\n{res.stderr}")
+        return res
+
+    def ssh(self, host: str, remote: str, user: str = "deploy", *options: str) -> subprocess.CompletedProcess:
+        cmd = [
+            "ssh",
+            "-i",
+            str(self.key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            *options,
+            f"{user}@{self.hosts[host]}",
+            remote,
+        ]
+        return run(cmd, timeout=300)
+
+
+def load_inventory() -> Lab:
+    res = run([str(BIN / "ansible-inventory"), "-i", str(LAB_INVENTORY), "--list"], check=True)
+    data = json.loads(res.stdout)
+    hostvars = data["_meta"]["hostvars"]
+    hosts = {h: v["ansible_host"] for h, v in hostvars.items()}
+    groups = {g: sorted(v.get("hosts", [])) for g, v in data.items() if g != "_meta"}
+    return Lab(hosts=hosts, groups=groups)
+
+
+def read_yaml(path: Path) -> object:
+    return yaml.safe_load(path.read_text())

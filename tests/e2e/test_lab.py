@@ -1,0 +1,138 @@
+"""The lab behaves like a fleet of real on-prem hosts (issue: foundation)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+
+import pytest
+from labkit import LAB_NAME, LAB_STATE, Lab, env, playbook, recap, run
+
+EXPECTED_HOSTS = {"lb-1", "gpu-1", "gpu-2", "cpu-1", "cpu-2", "obs-1"}
+
+
+def test_inventory_has_exactly_the_lab_hosts_and_groups(lab: Lab) -> None:
+    assert set(lab.hosts) == EXPECTED_HOSTS
+    assert lab.groups["gpu_inference"] == ["gpu-1", "gpu-2"]
+    assert lab.groups["cpu_inference"] == ["cpu-1", "cpu-2"]
+    assert lab.groups["loadbalancers"] == ["lb-1"]
+    assert lab.groups["monitoring"] == ["obs-1"]
+
+
+def test_every_host_answers_over_ssh_as_deploy(lab: Lab) -> None:
+    results = lab.ansible("all", "ansible.builtin.command", "id -un")
+    assert set(results) == EXPECTED_HOSTS
+    assert {r["stdout"] for r in results.values()} == {"deploy"}
+
+
+def test_become_gives_root_without_a_password(lab: Lab) -> None:
+    results = lab.ansible("all", "ansible.builtin.command", "id -u", become=True)
+    assert {h: r["stdout"] for h, r in results.items()} == dict.fromkeys(EXPECTED_HOSTS, "0")
+
+
+def test_each_host_runs_systemd_as_pid_1(lab: Lab) -> None:
+    results = lab.ansible("all", "ansible.builtin.command", "systemctl is-system-running --wait", check=False)
+    states = {h: r.get("stdout") for h, r in results.items()}
+    assert states == dict.fromkeys(EXPECTED_HOSTS, "running"), states
+
+
+def test_root_login_is_refused_even_with_an_authorized_key(lab: Lab) -> None:
+    pub = (LAB_STATE / "ssh" / "id_ed25519.pub").read_text().strip()
+    lab.sh("cpu-1", f"install -d -m 0700 /root/.ssh && echo '{pub}' > /root/.ssh/authorized_keys", become=True)
+    try:
+        res = lab.ssh("cpu-1", "true", "root")
+        assert res.returncode == 255
+        assert "Permission denied" in res.stderr
+    finally:
+        lab.sh("cpu-1", "rm -f /root/.ssh/authorized_keys", become=True)
+
+
+@pytest.mark.parametrize("host", sorted(EXPECTED_HOSTS))
+def test_password_login_is_not_offered(lab: Lab, host: str) -> None:
+    res = lab.ssh(
+        host,
+        "true",
+        "deploy",
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+    )
+    assert res.returncode == 255
+    # sshd lists the methods it still accepts: only public keys.
+    assert "Permission denied (publickey)." in res.stderr
+
+
+def test_hosts_resolve_and_reach_each_other_by_name(lab: Lab) -> None:
+    names = sorted(EXPECTED_HOSTS)
+    script = (
+        "import socket,json;"
+        f"print(json.dumps({{n: socket.create_connection((n, 22), timeout=5).recv(7).decode() for n in {names!r}}}))"
+    )
+    results = lab.ansible("all", "ansible.builtin.command", f"python3 -c {json.dumps(script)}")
+    for host, result in results.items():
+        banners = json.loads(result["stdout"])
+        assert banners == dict.fromkeys(names, "SSH-2.0"), host
+
+
+def test_registry_serves_tls_from_the_lab_ca_and_hosts_trust_it(lab: Lab) -> None:
+    address = lab.hosts["obs-1"]
+    # From the control node: refused with the system trust store, accepted with the lab CA.
+    with pytest.raises(urllib.error.URLError) as err:
+        urllib.request.urlopen(f"https://{address}:5000/v2/", timeout=10)
+    assert isinstance(err.value.reason, ssl.SSLCertVerificationError)
+    ctx = ssl.create_default_context(cafile=str(LAB_STATE / "pki" / "ca.crt"))
+    with urllib.request.urlopen(f"https://{address}:5000/v2/", timeout=10, context=ctx) as resp:
+        assert resp.status == 200
+    # From inference hosts, by name, with nothing but the system trust store.
+    probe = "import urllib.request;print(urllib.request.urlopen('https://obs-1:5000/v2/').status)"
+    results = lab.ansible("inference", "ansible.builtin.command", f"python3 -c {json.dumps(probe)}")
+    assert {r["stdout"] for r in results.values()} == {"200"}
+
+
+def test_a_second_lab_up_changes_nothing(lab: Lab) -> None:
+    res = playbook("playbooks/lab_up.yml")
+    counts = recap(res.stdout)
+    assert set(counts) == EXPECTED_HOSTS | {"localhost"}
+    assert {h: c["changed"] for h, c in counts.items()} == dict.fromkeys(counts, 0)
+
+
+def test_a_half_up_lab_is_completed(lab: Lab) -> None:
+    run(["docker", "stop", f"{LAB_NAME}-cpu-2"], check=True)
+    res = playbook("playbooks/lab_up.yml", check=False)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert lab.ansible("cpu-2", "ansible.builtin.ping")["cpu-2"]["ping"] == "pong"
+
+
+def test_a_missing_docker_engine_says_what_to_do(lab: Lab) -> None:
+    e = env()
+    e["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    res = playbook("playbooks/lab_up.yml", check=False, env=e)
+    assert res.returncode != 0
+    assert "No docker engine answers" in res.stdout
+    assert "apt-get install -y docker.io" in res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_an_unknown_inventory_path_is_an_error(lab: Lab) -> None:
+    res = playbook("playbooks/site.yml", "-i", "inventories/does-not-exist", check=False)
+    assert res.returncode != 0
+    assert "inventories/does-not-exist" in res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_a_foreign_container_with_a_lab_name_is_reported(lab: Lab) -> None:
+    """A name clash is reported before anything changes, with the command that clears it."""
+    run(["docker", "rm", "-f", "mlfleet-clash-cpu-1"])
+    run(
+        ["docker", "run", "-d", "--name", "mlfleet-clash-cpu-1", "mlfleet-lab-base:current", "sleep", "600"], check=True
+    )
+    try:
+        res = playbook("playbooks/lab_up.yml", "-e", "lab_name=mlfleet-clash", "--tags", "lab_preflight", check=False)
+        assert res.returncode != 0
+        assert "does not belong to lab mlfleet-clash" in res.stdout
+        assert "docker rm -f mlfleet-clash-cpu-1" in res.stdout
+    finally:
+        run(["docker", "rm", "-f", "mlfleet-clash-cpu-1"])
