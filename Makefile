@@ -13,6 +13,7 @@ export ANSIBLE_FORCE_COLOR ?= false
 export PYTHONDONTWRITEBYTECODE := 1
 
 INVENTORY ?= inventories/lab
+PY_DIRS := $(wildcard plugins tests benchmarks mlfleet)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
 .PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo clean
@@ -31,8 +32,8 @@ setup: $(STAMP) ## Create .venv with the pinned toolchain (only when missing or 
 lint: setup ## yamllint, ansible-lint (production profile) and ruff over the whole tree
 	yamllint --strict .
 	ansible-lint --profile production --offline
-	ruff check plugins tests benchmarks
-	ruff format --check plugins tests benchmarks
+	ruff check $(PY_DIRS)
+	ruff format --check $(PY_DIRS)
 
 unit: setup ## Unit tests of the Python plugins and modules
 	pytest tests/unit
