@@ -1,0 +1,49 @@
+"""Filters for planning a rollout: the batches Ansible's ``serial`` will make, shown before any change."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+
+def _batch_size(spec: Any, total: int) -> int:
+    """One ``serial`` entry as Ansible reads it: an int, or a percentage of all hosts (at least 1)."""
+    if isinstance(spec, str) and spec.strip().endswith("%"):
+        try:
+            pct = float(spec.strip()[:-1])
+        except ValueError as exc:
+            raise AnsibleFilterError(f"rollout_batches: {spec!r} is not a percentage like '50%'") from exc
+        if not 0 < pct <= 100:
+            raise AnsibleFilterError(f"rollout_batches: {spec!r} must be above 0% and at most 100%")
+        return max(1, int(math.floor(total * pct / 100)))
+    try:
+        size = int(spec)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"rollout_batches: {spec!r} is neither a host count nor a percentage") from exc
+    if size < 1:
+        raise AnsibleFilterError(f"rollout_batches: batch size {size} must be at least 1")
+    return size
+
+
+def rollout_batches(hosts: list[str], serial: Any) -> list[list[str]]:
+    """Split ``hosts`` into the batches that ``serial: <serial>`` produces (the last size repeats)."""
+    specs = serial if isinstance(serial, list) else [serial]
+    if not specs:
+        raise AnsibleFilterError("rollout_batches: the batch list is empty")
+    sizes = [_batch_size(s, len(hosts)) for s in specs]
+    batches: list[list[str]] = []
+    rest = list(hosts)
+    i = 0
+    while rest:
+        size = sizes[min(i, len(sizes) - 1)]
+        batches.append(rest[:size])
+        rest = rest[size:]
+        i += 1
+    return batches
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"rollout_batches": rollout_batches}

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from rollout import rollout_batches
+
+HOSTS = ["gpu-1", "gpu-2", "cpu-1", "cpu-2"]
+
+
+def test_canary_then_half_then_rest() -> None:
+    assert rollout_batches(HOSTS, [1, "50%", "100%"]) == [["gpu-1"], ["gpu-2", "cpu-1"], ["cpu-2"]]
+
+
+def test_the_last_size_repeats_like_serial() -> None:
+    assert rollout_batches(HOSTS, [1]) == [["gpu-1"], ["gpu-2"], ["cpu-1"], ["cpu-2"]]
+    assert rollout_batches(HOSTS, 3) == [["gpu-1", "gpu-2", "cpu-1"], ["cpu-2"]]
+
+
+def test_a_small_percentage_still_takes_one_host() -> None:
+    assert rollout_batches(HOSTS, ["10%"]) == [[h] for h in HOSTS]
+
+
+def test_no_hosts_no_batches() -> None:
+    assert rollout_batches([], [1, "50%"]) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, "0%", "150%", "half", [], None])
+def test_bad_batch_specs_are_named(bad: object) -> None:
+    with pytest.raises(AnsibleFilterError, match="rollout_batches"):
+        rollout_batches(HOSTS, bad)
