@@ -1,0 +1,174 @@
+"""Model rollout on the lab (issue: model rollout). Tests run in file order and build on each other:
+site.yml converges v1, then v2 rolls out under load, v3-bad is stopped at the canary, bad input is
+refused in preflight, and rollback.yml goes back on demand."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import urllib.request
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+from labkit import ROOT, Lab, playbook, recap
+from loadgen import Client
+
+LB = "172.28.10.10"
+INFER_URL = f"http://{LB}:8000/v2/models/iris/infer"
+INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
+LEDGER = ROOT / "artifacts" / "ledger" / "deployments.jsonl"
+
+
+def running(lab: Lab) -> dict[str, dict[str, str]]:
+    """Per inference host: the model container's version label and container id."""
+    out = lab.ansible(
+        "inference",
+        "ansible.builtin.command",
+        "docker inspect model-iris --format '{{ index .Config.Labels \"io.mlfleet.model.version\" }} {{ .Id }}'",
+        become=True,
+    )
+    return {h: dict(zip(("version", "id"), r["stdout"].split(), strict=True)) for h, r in out.items()}
+
+
+def lb_servers() -> dict[str, str]:
+    """HAProxy's view of the iris backend: server -> status (UP, DOWN, MAINT, DRAIN)."""
+    with urllib.request.urlopen(f"http://{LB}:8404/stats;csv", timeout=10) as resp:
+        rows = csv.DictReader(io.StringIO(resp.read().decode().lstrip("# ")))
+        servers = [r for r in rows if r["pxname"] == "iris" and r["svname"] not in ("FRONTEND", "BACKEND")]
+    return {r["svname"]: r["status"] for r in servers}
+
+
+def ledger_since(offset: int) -> list[dict]:
+    return [json.loads(line) for line in LEDGER.read_text().splitlines()[offset:]] if LEDGER.exists() else []
+
+
+def ledger_len() -> int:
+    return len(LEDGER.read_text().splitlines()) if LEDGER.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab) -> str:
+    return playbook("playbooks/site.yml", timeout=3600).stdout
+
+
+def test_site_deploys_v1_everywhere_and_the_lb_answers_correctly(lab: Lab, converged: str) -> None:
+    assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v1")
+    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+    with Client(INFER_URL, max_requests=40, interval=0) as client:
+        pass
+    client._thread.join(timeout=60)
+    assert client.outcomes == {"ok": 40}, client.errors
+
+
+def test_a_second_site_run_changes_nothing(lab: Lab, converged: str) -> None:
+    counts = recap(playbook("playbooks/site.yml", timeout=3600).stdout)
+    assert {h: c["changed"] for h, c in counts.items()} == dict.fromkeys(counts, 0)
+
+
+def test_check_mode_prints_the_plan_and_touches_nothing(lab: Lab, converged: str) -> None:
+    before = running(lab)
+    out = playbook("playbooks/rollout.yml", "--check", "-e", "rollout_model=iris", "-e", "rollout_version=v2").stdout
+    assert "batch 1: cpu-1" in out
+    assert "batch 2: cpu-2, gpu-1" in out
+    assert "batch 3: gpu-2" in out
+    assert "cpu-1: v1 -> v2" in out
+    assert running(lab) == before
+    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+
+
+def test_v2_rolls_out_with_zero_failed_requests(lab: Lab, converged: str) -> None:
+    offset = ledger_len()
+    with Client(INFER_URL) as client:
+        res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert client.outcomes["failed"] == 0, client.errors
+    assert client.outcomes["wrong"] == 0
+    assert client.total > 100
+    assert client.versions["v2"] > 0
+    assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v2")
+    records = ledger_since(offset)
+    assert sorted(r["host"] for r in records) == INFERENCE
+    assert {(r["result"], r["from_version"], r["version"]) for r in records} == {("deployed", "v1", "v2")}
+    assert all(r["digest"].startswith("sha256:") for r in records)
+    # The canary went first, alone.
+    assert records[0]["host"] == "cpu-1"
+    deployed = json.loads(lab.sh("cpu-1", "cat /etc/mlfleet/deployed.json").stdout)
+    assert deployed["iris"]["version"] == "v2"
+
+
+def test_a_bad_version_stops_at_the_canary_and_is_rolled_back(lab: Lab, converged: str) -> None:
+    before = running(lab)
+    offset = ledger_len()
+    with Client(INFER_URL) as client:
+        res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v3-bad", check=False)
+    assert res.returncode != 0
+    assert "Rollout of iris v3-bad stopped at cpu-1" in res.stdout
+    assert "check 'infer' failed" in res.stdout
+    assert "expected [0] got [1]" in res.stdout
+    # The LB kept answering, correctly, the whole time.
+    assert client.outcomes["failed"] == 0, client.errors
+    assert client.outcomes["wrong"] == 0
+    assert set(client.versions) == {"v2"}
+    after = running(lab)
+    assert after["cpu-1"]["version"] == "v2"
+    # No other host was touched: same containers as before.
+    assert {h: after[h] for h in INFERENCE if h != "cpu-1"} == {h: before[h] for h in INFERENCE if h != "cpu-1"}
+    assert [(r["host"], r["result"]) for r in ledger_since(offset)] == [("cpu-1", "failed"), ("cpu-1", "rolled_back")]
+    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+
+
+def _refused_in_preflight(lab: Lab, *extra: str) -> str:
+    before = running(lab)
+    offset = ledger_len()
+    res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", *extra, check=False)
+    assert res.returncode != 0
+    assert "Roll out host by host" not in res.stdout  # the rollout play never started
+    assert running(lab) == before
+    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+    assert ledger_since(offset) == []
+    return res.stdout
+
+
+def test_a_tag_missing_from_the_registry_is_refused_in_preflight(lab: Lab, converged: str) -> None:
+    out = _refused_in_preflight(lab, "-e", "rollout_version=v9")
+    assert "iris:v9 is not in the registry (HTTP 404" in out
+
+
+def test_a_port_already_taken_is_refused_in_preflight(lab: Lab, converged: str) -> None:
+    lab.sh("cpu-2", "nohup python3 -m http.server 8090 >/dev/null 2>&1 & sleep 1")
+    try:
+        out = _refused_in_preflight(lab, "-e", "rollout_version=v2", "-e", "model_server_port=8090")
+        assert "Port 8090 on cpu-2 is already used by process python3" in out
+    finally:
+        lab.sh("cpu-2", "pkill -f 'http.server 8090' || true")
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_wrong_artifact_checksum_is_refused_in_preflight(lab: Lab, converged: str, tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not really a model\n")
+    # Served on the lab network's gateway (this control node), reachable from the lab hosts only.
+    server = HTTPServer(("172.28.10.1", 0), lambda *a: _Quiet(*a, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://172.28.10.1:{server.server_port}/model.onnx"
+        artifacts = json.dumps({"model_server_artifacts": [{"url": url, "sha256": "0" * 64}]})
+        out = _refused_in_preflight(lab, "-e", "rollout_version=v2", "-e", artifacts)
+        assert "did not match sha256 " + "0" * 64 in out
+    finally:
+        server.shutdown()
+
+
+def test_rollback_goes_back_to_the_previous_version(lab: Lab, converged: str) -> None:
+    with Client(INFER_URL) as client:
+        res = playbook("playbooks/rollback.yml", "-e", "rollout_model=iris", check=False)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert client.outcomes["failed"] == 0, client.errors
+    assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v1")
