@@ -26,7 +26,7 @@ class Client:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _one(self) -> None:
+    def request_once(self) -> None:
         body = json.dumps(IRIS_REQUEST).encode()
         req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:
@@ -42,7 +42,7 @@ class Client:
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline and self.total < self.max_requests:
-            self._one()
+            self.request_once()
             time.sleep(self.interval)
 
     def __enter__(self) -> Client:
