@@ -44,6 +44,14 @@ def rollout_batches(hosts: list[str], serial: Any) -> list[list[str]]:
     return batches
 
 
+def rollout_plan(hosts: list[str], serial: Any, from_versions: dict[str, Any], target: str) -> list[str]:
+    """Human-readable plan: one line per batch, then one ``host: from -> to`` line per host."""
+    ordered = sorted(hosts)
+    lines = [f"batch {i}: {', '.join(batch)}" for i, batch in enumerate(rollout_batches(ordered, serial), start=1)]
+    lines += [f"{host}: {from_versions.get(host) or 'nothing'} -> {target}" for host in ordered]
+    return lines
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"rollout_batches": rollout_batches}
+        return {"rollout_batches": rollout_batches, "rollout_plan": rollout_plan}

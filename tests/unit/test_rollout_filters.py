@@ -28,3 +28,16 @@ def test_no_hosts_no_batches() -> None:
 def test_bad_batch_specs_are_named(bad: object) -> None:
     with pytest.raises(AnsibleFilterError, match="rollout_batches"):
         rollout_batches(HOSTS, bad)
+
+
+def test_the_plan_names_batches_and_versions() -> None:
+    from rollout import rollout_plan
+
+    lines = rollout_plan(["gpu-1", "cpu-2", "cpu-1"], [1, "100%"], {"cpu-1": "v1", "cpu-2": "v1", "gpu-1": ""}, "v2")
+    assert lines == [
+        "batch 1: cpu-1",
+        "batch 2: cpu-2, gpu-1",
+        "cpu-1: v1 -> v2",
+        "cpu-2: v1 -> v2",
+        "gpu-1: nothing -> v2",
+    ]
