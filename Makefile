@@ -16,7 +16,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard plugins tests molecule benchmarks mlfleet)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo clean
+.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,7 +58,10 @@ lab-up: setup ## Bring the lab up (idempotent; repairs a half-up lab)
 lab-down: setup ## Remove the lab's containers, network, volumes, keys and CA
 	ansible-playbook playbooks/lab_down.yml
 
-demo: lab-up ## Lab up, then converge site.yml on it
+demo: lab-up ## Lab up, hosts and LB converged, v1 then v2 rolled out canary first, report
+	ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+
+converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 clean: lab-down ## Lab down and the toolchain removed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import threading
 import urllib.request
 from http.server import HTTPServer, SimpleHTTPRequestHandler
@@ -62,6 +63,23 @@ def test_site_deploys_v1_everywhere_and_the_lb_answers_correctly(lab: Lab, conve
     for _ in range(40):
         client.request_once()
     assert client.outcomes == {"ok": 40}, client.errors
+
+
+def test_the_model_port_answers_only_the_lb_and_monitoring(lab: Lab, converged: str) -> None:
+    probe = "import urllib.request;print(urllib.request.urlopen('http://cpu-1:8080/v2/health/ready', timeout=5).status)"
+    assert lab.sh("lb-1", f"python3 -c {json.dumps(probe)}").stdout.strip() == "200"
+    assert lab.sh("obs-1", f"python3 -c {json.dumps(probe)}").stdout.strip() == "200"
+    refused = lab.sh("gpu-1", f"python3 -c {json.dumps(probe)}", check=False)
+    assert refused.returncode != 0 and "timed out" in refused.stderr
+    with pytest.raises(OSError):
+        socket.create_connection((lab.hosts["cpu-1"], 8080), timeout=5)
+
+
+def test_ssh_answers_only_the_control_node(lab: Lab, converged: str) -> None:
+    probe = "import socket;socket.create_connection(('cpu-2', 22), timeout=5)"
+    refused = lab.sh("cpu-1", f"python3 -c {json.dumps(probe)}", check=False)
+    assert refused.returncode != 0 and "timed out" in refused.stderr
+    assert lab.sh("cpu-2", "true").returncode == 0
 
 
 def test_a_second_site_run_changes_nothing(lab: Lab, converged: str) -> None:
