@@ -12,7 +12,7 @@ def tls_server(host):
         "cd %s && (python3 -c \"import http.server,ssl;s=http.server.HTTPServer(('127.0.0.1',8443),"
         "http.server.SimpleHTTPRequestHandler);c=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER);"
         "c.load_cert_chain('server.crt','server.key');s.socket=c.wrap_socket(s.socket,server_side=True);"
-        "s.serve_forever()\" >/dev/null 2>&1 &) && sleep 1",
+        's.serve_forever()" >/dev/null 2>&1 &) && sleep 1',
         SERVER,
     )
     assert cmd.rc == 0
