@@ -165,6 +165,12 @@ def test_a_port_already_taken_is_refused_in_preflight(lab: Lab, converged: str) 
         lab.sh("cpu-2", "pkill -f 'http.server 8090' || true")
 
 
+def test_an_unknown_engine_is_refused_before_any_change(lab: Lab, converged: str) -> None:
+    out = _refused_in_preflight(lab, "-e", "rollout_version=v2", "-e", "model_server_engine=torchserve")
+    assert "model_server_engine" in out
+    assert "torchserve" in out
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
