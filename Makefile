@@ -16,7 +16,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard plugins tests molecule benchmarks mlfleet)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge clean
+.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge drift clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ demo: lab-up ## Lab up, hosts and LB converged, v1 then v2 rolled out canary fir
 
 converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+drift: setup ## Drift check of INVENTORY (exit 0 clean, 2 drift, 1 run failed)
+	python -m mlfleet.drift -i $(INVENTORY) --no-textfile
 
 clean: lab-down ## Lab down and the toolchain removed
 	rm -rf $(VENV) .cache

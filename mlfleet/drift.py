@@ -1,0 +1,371 @@
+"""Configuration drift run: the site playbook in check + diff mode through ansible-runner's Python API.
+
+Usage: python -m mlfleet.drift --help
+
+ansible-runner traps this module avoids on purpose (verified with ansible-runner 2.4.3):
+- ``cmdline``/``envvars``/``extravars`` given to ``run()`` are written to ``<private_data_dir>/env/``
+  and silently reused by later runs unless ``suppress_env_files=True``; each run also gets its own
+  dated ``private_data_dir`` and ``ident``.
+- ``artifacts/<ident>/command`` stores the complete process environment, so no secret travels as an
+  environment variable (the vault password is a file path in ``cmdline``), and secret-looking
+  variable names in that file are masked after the run.
+- ``rc`` is 0 when hosts drifted; drift comes from the events (``runner_on_ok`` with ``changed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mlfleet.drift_report import (
+    EXIT_CLEAN,
+    EXIT_DRIFT,
+    EXIT_FAILED,
+    DriftReport,
+    EventCollector,
+    Masker,
+    RunReport,
+    secret_values,
+    to_alertmanager,
+    to_dict,
+    to_junit,
+    to_markdown,
+    to_prometheus,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_TEXTFILE_DIR = Path("/var/lib/prometheus/node-exporter")
+METRICS_FILE = "mlfleet_drift.prom"
+
+EPILOG = f"""\
+exit codes:
+  {EXIT_CLEAN}  no drift: every host in scope was reached and no task would change anything
+  {EXIT_DRIFT}  drift: at least one task would change a host (with --remediate: still drifting after
+     the remediation run); the run itself worked
+  {EXIT_FAILED}  the run itself failed: a host was unreachable, a task failed, the playbook or
+     inventory is broken, or (with --remediate) the remediation run failed. Drift found on the
+     other hosts is still in the report.
+
+output (in ARTIFACTS_DIR/<UTC timestamp>/): report.json, report.md, report.junit.xml and
+ansible-runner's own artifacts (artifacts/<ident>/: stdout, job_events/, command, ...) for audit.
+Secrets: pass secret variables only in files (-e/--extra-vars-file, vault-encrypted or not) and the
+vault password only as --vault-password-file; never as environment variables or on the command
+line, both of which ansible-runner records in artifacts/<ident>/command.
+"""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlfleet.drift",
+        description="Run a playbook in check + diff mode, report configuration drift per host and task.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help="repository root (default: %(default)s)")
+    parser.add_argument("-p", "--playbook", help="playbook (default: PROJECT_DIR/playbooks/site.yml)")
+    parser.add_argument("-i", "--inventory", help="inventory path (default: PROJECT_DIR/inventories/lab)")
+    parser.add_argument("-l", "--limit", help="ansible-playbook --limit pattern")
+    parser.add_argument("-t", "--tags", help="ansible-playbook --tags (comma-separated)")
+    parser.add_argument("--skip-tags", help="ansible-playbook --skip-tags (comma-separated)")
+    parser.add_argument(
+        "-e",
+        "--extra-vars-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="YAML/JSON vars file passed as -e @FILE (repeatable). Values under names matching "
+        "password|secret|token|key or vault_*, and every value of a vault-encrypted file, are masked",
+    )
+    parser.add_argument("--vault-password-file", type=Path, help="vault password file (never an env var)")
+    parser.add_argument("--forks", type=int, help="ansible forks (default: ansible.cfg)")
+    parser.add_argument("--timeout", type=int, help="abort a run after this many seconds (exit 1)")
+    parser.add_argument(
+        "--remediate",
+        action="store_true",
+        help="after the check, run the playbook for real on the drifted hosts only, then check again; "
+        "the exit code reflects the re-check",
+    )
+    parser.add_argument(
+        "--artifacts-dir", type=Path, help="where dated report folders go (default: PROJECT_DIR/artifacts/drift)"
+    )
+    parser.add_argument(
+        "--textfile-dir",
+        type=Path,
+        default=DEFAULT_TEXTFILE_DIR,
+        help=f"node-exporter textfile collector folder for {METRICS_FILE} (default: %(default)s)",
+    )
+    parser.add_argument("--no-textfile", action="store_true", help="do not write the metrics file")
+    hook = parser.add_mutually_exclusive_group()
+    hook.add_argument("--webhook", metavar="URL", help="POST the result to URL (errors are reported, not fatal)")
+    hook.add_argument(
+        "--webhook-url-file", type=Path, metavar="FILE", help="read the webhook URL from FILE (URLs with tokens)"
+    )
+    parser.add_argument(
+        "--webhook-format",
+        choices=["alertmanager", "plain"],
+        default="alertmanager",
+        help="alertmanager: Alertmanager API v2 alerts (alertname=ConfigDriftDetected, host, task); "
+        "plain: the report JSON (default: %(default)s)",
+    )
+    parser.add_argument("--webhook-timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
+    parser.add_argument(
+        "--alert-ttl-hours",
+        type=float,
+        default=26.0,
+        help="endsAt of alerts: how long an alert stays firing unless the next run repeats it (default: %(default)s)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the report folder")
+    return parser.parse_args(argv)
+
+
+# --- Secrets ----------------------------------------------------------------------------------
+
+
+def _load_vars_file(path: Path, vault_password_file: Path | None) -> tuple[Any, bool]:
+    """Parse a vars file the way ansible-playbook will (vault included). Returns (data, was_encrypted)."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import FileVaultSecret, is_encrypted_file
+
+    loader = DataLoader()
+    if vault_password_file is not None:
+        secret = FileVaultSecret(filename=str(vault_password_file), loader=loader)
+        secret.load()
+        loader.set_vault_secrets([("default", secret)])
+    with path.open("rb") as handle:
+        encrypted = is_encrypted_file(handle)
+    return loader.load_from_file(str(path)), encrypted
+
+
+def collect_secrets(args: argparse.Namespace) -> list[str]:
+    secrets: list[str] = []
+    if args.vault_password_file:
+        secrets.append(args.vault_password_file.read_text().strip())
+    for path in args.extra_vars_file:
+        data, encrypted = _load_vars_file(path, args.vault_password_file)
+        secrets += secret_values(data, all_values=encrypted)
+    return secrets
+
+
+def scrub_tree(root: Path, masker: Masker) -> None:
+    """Mask secrets in every file ansible-runner wrote (job events, stdout, the `command` env dump)."""
+    for path in root.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        new = text
+        if path.name == "command":
+            try:
+                data = json.loads(text)
+                data["env"] = masker.env(data.get("env") or {})
+                new = json.dumps(data, ensure_ascii=False)
+            except (ValueError, AttributeError):
+                pass
+        new = masker.text(new)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+
+
+# --- Running ----------------------------------------------------------------------------------
+
+
+def run_phase(
+    args: argparse.Namespace, run_dir: Path, masker: Masker, *, phase: str, check: bool, limit: str | None
+) -> RunReport:
+    import ansible_runner  # imported here so that --help works without the toolchain
+
+    collector = EventCollector(masker)
+    cmdline = ["--diff"] + (["--check"] if check else [])
+    if args.vault_password_file:
+        cmdline += ["--vault-password-file", str(args.vault_password_file.resolve())]
+    for path in args.extra_vars_file:
+        cmdline += ["-e", f"@{path.resolve()}"]
+    ident = f"{run_dir.name}-{phase}"
+    envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    config = args.project_dir / "ansible.cfg"
+    if config.is_file():
+        # Safe as an env var only because suppress_env_files=True keeps it out of env/envvars.
+        envvars["ANSIBLE_CONFIG"] = str(config)
+    kwargs: dict[str, Any] = {}
+    if args.forks:
+        kwargs["forks"] = args.forks
+    if args.timeout:
+        kwargs["timeout"] = args.timeout
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        ident=ident,
+        project_dir=str(args.project_dir),
+        playbook=str(args.playbook),
+        inventory=str(args.inventory),
+        cmdline=shlex.join(cmdline),
+        limit=limit,
+        tags=args.tags,
+        skip_tags=args.skip_tags,
+        envvars=envvars,
+        suppress_env_files=True,
+        quiet=True,
+        event_handler=lambda event: collector.feed(event) or True,
+        **kwargs,
+    )
+    return collector.build(
+        phase=phase,
+        ident=ident,
+        rc=runner.rc,
+        runner_status=str(runner.status),
+        artifact_dir=str(Path(runner.config.artifact_dir).relative_to(run_dir)),
+        limit=limit,
+    )
+
+
+def make_run_dir(base: Path, now: datetime) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    for n in range(100):
+        path = base / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"Could not create a report folder under {base}: 100 folders for {stamp} exist")
+
+
+# --- Outputs ----------------------------------------------------------------------------------
+
+
+def write_textfile(directory: Path, body: str) -> None:
+    """Atomic: node-exporter never reads a half-written file (it ignores names not ending in .prom)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mlfleet_drift.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, directory / METRICS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _target(url: str) -> str:
+    """The URL without credentials, query or fragment: what the report may show."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def post_webhook(url: str, payload: Any, timeout: float) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "mlfleet-drift"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - operator-given URL
+            return {"ok": True, "status": response.status}
+    except urllib.error.HTTPError as exc:
+        return {"ok": False, "status": exc.code, "error": f"HTTP {exc.code} {exc.reason}"}
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return {"ok": False, "error": f"{type(exc).__name__}: {reason}"}
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.project_dir = args.project_dir.resolve()
+    args.playbook = Path(args.playbook).resolve() if args.playbook else args.project_dir / "playbooks/site.yml"
+    args.inventory = Path(args.inventory).resolve() if args.inventory else args.project_dir / "inventories/lab"
+    artifacts = (args.artifacts_dir or args.project_dir / "artifacts/drift").resolve()
+
+    try:
+        masker = Masker(collect_secrets(args))
+    except Exception as exc:  # noqa: BLE001 - any unreadable vars file ends the run with exit 1
+        print(f"Could not read the secrets to mask: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+    started = datetime.now(UTC)
+    run_dir = make_run_dir(artifacts, started)
+    report = DriftReport(
+        playbook=str(args.playbook),
+        inventory=str(args.inventory),
+        limit=args.limit,
+        tags=args.tags,
+        started=started.isoformat(timespec="seconds"),
+        remediate=args.remediate,
+    )
+    _say(args, f"drift check of {args.playbook} on {args.inventory} -> {run_dir}")
+    check = run_phase(args, run_dir, masker, phase="check", check=True, limit=args.limit)
+    report.runs.append(check)
+    # Only hosts that drifted and had nothing fail: a host whose check stopped half-way is not
+    # changed blind; its failure is reported instead.
+    to_fix = [name for name in check.drifted_hosts if check.hosts[name].status == "drift"]
+    if args.remediate and to_fix:
+        _say(args, f"remediating {', '.join(to_fix)}")
+        report.runs.append(run_phase(args, run_dir, masker, phase="remediate", check=False, limit=",".join(to_fix)))
+        report.runs.append(run_phase(args, run_dir, masker, phase="recheck", check=True, limit=args.limit))
+    finished = datetime.now(UTC)
+    report.finished = finished.isoformat(timespec="seconds")
+
+    webhook_url = args.webhook
+    if args.webhook_url_file:
+        webhook_url = args.webhook_url_file.read_text().strip()
+    if webhook_url:
+        masker = Masker([*masker.secrets, webhook_url])
+        if args.webhook_format == "plain":
+            payload: Any = to_dict(report)
+        else:
+            payload = to_alertmanager(report, finished, timedelta(hours=args.alert_ttl_hours))
+        report.webhook = {"target": _target(webhook_url), "format": args.webhook_format}
+        report.webhook.update(post_webhook(webhook_url, payload, args.webhook_timeout))
+        if not report.webhook["ok"]:
+            print(
+                f"Could not post to the webhook {report.webhook['target']}: {report.webhook['error']}", file=sys.stderr
+            )
+
+    (run_dir / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
+    (run_dir / "report.md").write_text(to_markdown(report))
+    (run_dir / "report.junit.xml").write_text(to_junit(report))
+    scrub_tree(run_dir, masker)
+
+    if not args.no_textfile:
+        try:
+            write_textfile(args.textfile_dir, to_prometheus(report, finished))
+        except OSError as exc:
+            print(f"Could not write {args.textfile_dir / METRICS_FILE}: {exc}", file=sys.stderr)
+
+    final = report.final_check
+    for name, host in final.hosts.items() if final else []:
+        if host.status != "clean":
+            detail = host.unreachable or "; ".join([f.task for f in host.failed] or [c.task for c in host.drift])
+            _say(args, f"  {name}: {host.status}: {detail}")
+    for error in final.errors if final else []:
+        _say(args, f"  run error: {error}")
+    _say(args, f"result: {report.result} (exit {report.exit_code}); report: {run_dir / 'report.md'}")
+    if args.quiet:
+        print(run_dir)
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

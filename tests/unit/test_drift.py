@@ -1,0 +1,395 @@
+"""Drift run: the event -> report logic on recorded events, and real runs of the tool on localhost.
+
+The end-to-end half runs ``python -m mlfleet.drift`` (which drives ansible-runner's Python API) with
+the repository's ansible.cfg against a throwaway playbook that manages files under tmp_path through
+``connection: local``. A vault-encrypted vars file plants a secret that must reach no file the
+tool writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from mlfleet.drift_report import (
+    MASK,
+    NO_LOG_NOTE,
+    DriftReport,
+    EventCollector,
+    Masker,
+    secret_values,
+    to_alertmanager,
+    to_dict,
+    to_junit,
+    to_markdown,
+    to_prometheus,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANTED = "Pl4nted-S3cret-9f2c7e"
+VAULT_PASSWORD = "vault-pw-for-tests-only-42"
+CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+
+
+# --- Recorded events (ansible-runner 2.4.3 + ansible-core 2.19, trimmed to the keys used) ------
+
+
+def ev(event, host=None, task=None, res=None, stdout="", **data):
+    event_data = {"host": host, "task": task, "task_action": "ansible.builtin.copy", "play": "all", **data}
+    if res is not None:
+        event_data["res"] = res
+    return {"event": event, "stdout": stdout, "event_data": event_data}
+
+
+DIFF_EVENT = ev(
+    "runner_on_ok",
+    "loc",
+    "Manage file",
+    res={
+        "diff": [{"before": "", "after_header": "/tmp/dx/f.txt", "after": "hello\n"}],
+        "changed": True,
+        "_ansible_no_log": False,
+    },
+    stdout="changed: [loc]",
+    role="baseline",
+    resolved_action="ansible.builtin.copy",
+    task_uuid="u-1",
+)
+NO_LOG_EVENT = ev("runner_on_ok", "loc", "Secret file", res={"censored": CENSORED}, stdout="changed: [loc]")
+NO_LOG_OK_EVENT = ev("runner_on_ok", "loc", "Secret file again", res={"censored": CENSORED}, stdout="ok: [loc]")
+LOOP_EVENT = ev(
+    "runner_on_ok",
+    "loc",
+    "loop",
+    res={
+        "changed": True,
+        "results": [
+            {"diff": [{"before": "", "after": "a\n"}], "changed": True, "item": "a", "_ansible_item_label": "a"},
+            {"changed": False, "item": "b", "_ansible_item_label": "b"},
+            {"censored": CENSORED},
+        ],
+    },
+)
+IGNORED_FAILURE = ev(
+    "runner_on_failed", "loc", "fail", res={"msg": "non-zero return code", "rc": 1}, ignore_errors=True
+)
+UNREACHABLE = ev(
+    "runner_on_unreachable",
+    "bad",
+    "Manage file",
+    res={"unreachable": True, "msg": "Failed to connect to the host via ssh: Connection refused"},
+)
+
+
+def stats(**per_key):
+    return ev("playbook_on_stats", **{k: per_key.get(k, {}) for k in ("ok", "changed", "failures", "dark")})
+
+
+def collect(events, secrets=(), rc=0, status="successful"):
+    collector = EventCollector(Masker(secrets))
+    for event in events:
+        collector.feed(event)
+    return collector.build(phase="check", ident="t", rc=rc, runner_status=status, artifact_dir="a", limit=None)
+
+
+def report_of(*runs):
+    report = DriftReport(playbook="pb.yml", inventory="inv", limit=None, tags=None, started="2025-01-01T00:00:00Z")
+    report.runs.extend(runs)
+    return report
+
+
+def test_changed_tasks_are_drift_with_their_diff_and_role():
+    run = collect([DIFF_EVENT, NO_LOG_OK_EVENT, IGNORED_FAILURE, stats(ok={"loc": 3}, changed={"loc": 1})])
+    host = run.hosts["loc"]
+    assert host.status == "drift"
+    assert [(c.task, c.role, c.action) for c in host.drift] == [("Manage file", "baseline", "ansible.builtin.copy")]
+    assert "+++ after: /tmp/dx/f.txt" in host.drift[0].diff and "+hello" in host.drift[0].diff
+    assert host.failures == [] and not run.failed
+    assert report_of(run).exit_code == 2
+
+
+def test_a_no_log_change_is_drift_but_shows_nothing():
+    run = collect([NO_LOG_EVENT, stats(changed={"loc": 1})])
+    (change,) = run.hosts["loc"].drift
+    assert change.no_log and change.diff == NO_LOG_NOTE
+
+
+def test_loop_items_list_only_the_changed_ones_and_hide_no_log_items():
+    (change,) = collect([LOOP_EVENT, stats(changed={"loc": 1})]).hosts["loc"].drift
+    assert change.items == ["a", NO_LOG_NOTE]
+    assert "+a" in change.diff and "item: b" not in change.diff
+
+
+def test_unreachable_and_failed_hosts_fail_the_run_and_keep_the_rest():
+    failed = ev("runner_on_failed", "gpu-1", "Start it", res={"msg": f"boom {PLANTED}"}, ignore_errors=False)
+    run = collect(
+        [UNREACHABLE, failed, DIFF_EVENT, stats(dark={"bad": 1}, failures={"gpu-1": 1}, changed={"loc": 1})],
+        secrets=[PLANTED],
+        rc=4,
+        status="failed",
+    )
+    assert {n: h.status for n, h in run.hosts.items()} == {"bad": "unreachable", "gpu-1": "failed", "loc": "drift"}
+    assert "Connection refused" in run.hosts["bad"].unreachable
+    assert run.hosts["gpu-1"].failed[0].msg == f"boom {MASK}"
+    assert run.failed and run.errors == []  # rc=4 is explained by the hosts
+    assert report_of(run).exit_code == 1
+
+
+def test_a_rescued_failure_is_not_a_failure():
+    failed = ev("runner_on_failed", "loc", "Try it", res={"msg": "no"}, ignore_errors=False)
+    run = collect([failed, stats(ok={"loc": 2}, failures={}, rescued={"loc": 1})])
+    assert run.hosts["loc"].status == "clean" and not run.failed
+
+
+def test_a_handler_change_is_not_drift():
+    start = ev("playbook_on_handler_task_start", task="Restart chrony", task_uuid="h-1")
+    handler = ev("runner_on_ok", "loc", "Restart chrony", res={"changed": True}, task_uuid="h-1")
+    run = collect([start, handler, stats(changed={"loc": 1})])
+    assert run.hosts["loc"].changes[0].handler and run.hosts["loc"].status == "clean"
+
+
+def test_a_playbook_that_never_ran_is_a_run_error():
+    broken = {"event": "verbose", "stdout": "ERROR! conflicting action statements: copy, file", "event_data": {}}
+    run = collect([broken], rc=1, status="failed")
+    assert run.failed and any("conflicting action statements" in e for e in run.errors)
+    assert report_of(run).exit_code == 1
+    assert 'errors="1"' in to_junit(report_of(run))
+
+
+def test_masker_hides_known_values_and_secret_assignments_in_diffs():
+    masker = Masker([PLANTED, "ab"])  # too short to search for: "ab" stays
+    diff = f"+db_password: {PLANTED}x\n-api_token = t0k\n+listen: ab\n"
+    assert masker.diff(diff) == f"+db_password: {MASK}\n-api_token = {MASK}\n+listen: ab\n"
+    assert masker.env({"HOME": "/root", "AWS_SECRET_ACCESS_KEY": "x"}) == {
+        "HOME": "/root",
+        "AWS_SECRET_ACCESS_KEY": MASK,
+    }
+
+
+def test_secret_values_from_extra_vars():
+    data = {"vault_db": "v1", "db_password": "v2", "plain": "v3", "api": {"token": ["v4"]}, "port": 5}
+    assert sorted(secret_values(data)) == ["v1", "v2", "v4"]
+    assert sorted(secret_values(data, all_values=True)) == ["5", "v1", "v2", "v3", "v4"]
+
+
+def test_renderers():
+    run = collect([UNREACHABLE, DIFF_EVENT, stats(dark={"bad": 1}, changed={"loc": 1})], rc=4, status="failed")
+    report = report_of(run)
+    now = datetime(2025, 1, 1, 6, 0, tzinfo=UTC)
+    prom = to_prometheus(report, now)
+    assert 'mlfleet_drift_changes{host="loc"} 1\n' in prom
+    assert 'mlfleet_drift_unreachable{host="bad"} 1\n' in prom
+    assert f"mlfleet_drift_last_run_timestamp_seconds {int(now.timestamp())}\n" in prom
+    assert "mlfleet_drift_run_success 0\n" in prom
+    alerts = to_alertmanager(report, now, timedelta(hours=26))
+    drift = [a for a in alerts if a["labels"]["alertname"] == "ConfigDriftDetected"]
+    assert [(a["labels"]["host"], a["labels"]["task"]) for a in drift] == [("loc", "Manage file")]
+    assert drift[0]["endsAt"] == "2025-01-02T08:00:00+00:00"
+    assert {a["labels"]["alertname"] for a in alerts} == {"ConfigDriftDetected", "ConfigDriftCheckFailed"}
+    markdown = to_markdown(report)
+    assert "| loc | DRIFT | 1 | 0 | — |" in markdown and "```diff" in markdown
+    assert to_dict(report)["summary"]["bad"]["status"] == "unreachable"
+
+
+# --- End to end through ansible-runner on localhost --------------------------------------------
+
+PLAYBOOK = """\
+- name: Drift test
+  hosts: all
+  gather_facts: false
+  vars:
+    app_password: "{{ vault_app_password }}"
+  tasks:
+    - name: Write the managed file
+      ansible.builtin.copy:
+        content: "setting = 1\\n"
+        dest: "{{ base }}/managed.conf"
+        mode: "0644"
+    - name: Write the secret file
+      ansible.builtin.copy:
+        content: "{{ app_password }}\\n"
+        dest: "{{ base }}/secret.conf"
+        mode: "0600"
+      no_log: true
+    - name: Write the token file
+      ansible.builtin.copy:
+        content: "api_token = {{ app_password }}\\nuser = app\\n"
+        dest: "{{ base }}/token.conf"
+        mode: "0600"
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    base = tmp_path_factory.mktemp("drift")
+    (base / "state").mkdir()
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "base": str(base / "state")}
+    unreachable = {"ansible_host": "127.0.0.2", "ansible_port": 1, "ansible_connection": "ssh", "base": "/nonexistent"}
+    (base / "hosts.json").write_text(json.dumps({"all": {"hosts": {"drift-local": host}}}))
+    (base / "hosts-bad.json").write_text(json.dumps({"all": {"hosts": {"drift-local": host, "gone": unreachable}}}))
+    (base / "site.yml").write_text(PLAYBOOK)
+    (base / "vault-pass").write_text(VAULT_PASSWORD + "\n")
+    secrets = base / "secrets.yml"
+    secrets.write_text(f"vault_app_password: {PLANTED}\n")
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-vault"),
+            "encrypt",
+            "--vault-password-file",
+            "vault-pass",
+            str(secrets),
+        ],
+        cwd=base,
+        check=True,
+        capture_output=True,
+    )
+    assert PLANTED not in secrets.read_text()
+    (base / "metrics").mkdir()
+    lab = {"base": base, "state": base / "state", "artifacts": base / "artifacts", "metrics": base / "metrics"}
+    converge(lab)
+    return lab
+
+
+def converge(lab):
+    """The state the playbook would write (faster than a real run; test (a) proves it is converged)."""
+    for name, content, mode in (
+        ("managed.conf", "setting = 1\n", 0o644),
+        ("secret.conf", f"{PLANTED}\n", 0o600),
+        ("token.conf", f"api_token = {PLANTED}\nuser = app\n", 0o600),
+    ):
+        (lab["state"] / name).write_text(content)
+        (lab["state"] / name).chmod(mode)
+
+
+def drift(lab, *extra, inventory="hosts.json"):
+    base = lab["base"]
+    cmd = [sys.executable, "-m", "mlfleet.drift", "-p", str(base / "site.yml"), "-i", str(base / inventory)]
+    cmd += ["-e", str(base / "secrets.yml"), "--vault-password-file", str(base / "vault-pass")]
+    cmd += ["--artifacts-dir", str(lab["artifacts"]), "--textfile-dir", str(lab["metrics"]), *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    # ansible-runner dumps the whole environment into artifacts/<ident>/command: the tool masks it.
+    env["DRIFT_TEST_API_TOKEN"] = PLANTED
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def last_report(lab):
+    folder = sorted(p for p in lab["artifacts"].iterdir() if p.is_dir())[-1]
+    return folder, json.loads((folder / "report.json").read_text())
+
+
+def metrics(lab):
+    return (lab["metrics"] / "mlfleet_drift.prom").read_text()
+
+
+def test_e2e_a_converged_host_has_no_drift(lab):
+    res = drift(lab)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _, report = last_report(lab)
+    assert report["result"] == "clean"
+    assert report["summary"] == {"drift-local": {"status": "clean", "drift": 0, "failed": 0}}
+
+
+def test_e2e_a_hand_edit_is_reported_as_drift_of_exactly_that_task(lab):
+    managed = lab["state"] / "managed.conf"
+    managed.write_text("setting = 2\n")
+    res = drift(lab)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert managed.read_text() == "setting = 2\n"  # check mode changed nothing
+    folder, report = last_report(lab)
+    (check,) = report["runs"]
+    drifted = {(h, c["task"]) for h, host in check["hosts"].items() for c in host["changes"]}
+    assert drifted == {("drift-local", "Write the managed file")}
+    diff = check["hosts"]["drift-local"]["changes"][0]["diff"]
+    assert "-setting = 2" in diff and "+setting = 1" in diff
+    junit = ET.parse(folder / "report.junit.xml").getroot()
+    failures = [(c.get("classname"), c.get("name")) for c in junit.iter("testcase") if c.find("failure") is not None]
+    assert failures == [("drift-local", "Write the managed file")] and junit.get("failures") == "1"
+    markdown = (folder / "report.md").read_text()
+    assert "| drift-local | DRIFT | 1 | 0 | — |" in markdown and "`Write the managed file`" in markdown
+    assert 'mlfleet_drift_changes{host="drift-local"} 1\n' in metrics(lab)
+    assert "mlfleet_drift_run_success 1\n" in metrics(lab)
+
+
+def test_e2e_remediate_restores_the_host_and_rechecks_clean(lab):
+    managed = lab["state"] / "managed.conf"
+    managed.write_text("setting = 3\n")
+    res = drift(lab, "--remediate")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert managed.read_text() == "setting = 1\n"
+    _, report = last_report(lab)
+    assert [r["phase"] for r in report["runs"]] == ["check", "remediate", "recheck"]
+    assert report["runs"][0]["drifted_hosts"] == ["drift-local"]
+    assert report["runs"][1]["limit"] == "drift-local"
+    assert report["runs"][2]["hosts"]["drift-local"]["status"] == "clean"
+    assert 'mlfleet_drift_changes{host="drift-local"} 0\n' in metrics(lab)
+
+
+def test_e2e_an_unreachable_host_fails_the_run_and_the_others_are_still_checked(lab):
+    res = drift(lab, inventory="hosts-bad.json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    _, report = last_report(lab)
+    assert report["summary"]["gone"]["status"] == "unreachable"
+    assert "127.0.0.2" in report["runs"][0]["hosts"]["gone"]["unreachable"]
+    assert report["summary"]["drift-local"]["status"] == "clean"
+    assert 'mlfleet_drift_unreachable{host="gone"} 1\n' in metrics(lab)
+    assert "mlfleet_drift_run_success 0\n" in metrics(lab)
+
+
+def test_e2e_the_planted_secret_reaches_no_file(lab):
+    # Both secret-bearing files drift: one task is no_log, the other shows its diff (masked).
+    for name in ("secret.conf", "token.conf"):
+        (lab["state"] / name).write_text("stale\n")
+    # The webhook is unreachable: reported, not fatal, and its credentials stay out of the report.
+    hook = "http://user:pw@127.0.0.1:1/hook?token=abc"
+    res = drift(lab, "--webhook", hook, "--webhook-timeout", "2")
+    assert res.returncode == 2, res.stdout + res.stderr
+    folder, report = last_report(lab)
+    assert report["webhook"]["ok"] is False and report["webhook"]["target"] == "http://127.0.0.1:1/hook"
+    assert "Could not post to the webhook" in res.stderr and "token=abc" not in res.stderr
+    changes = {c["task"]: c for c in report["runs"][0]["hosts"]["drift-local"]["changes"]}
+    assert changes["Write the secret file"]["diff"] == NO_LOG_NOTE
+    assert f"+api_token = {MASK}" in changes["Write the token file"]["diff"]
+    scanned = 0
+    for path in [*lab["artifacts"].rglob("*"), *lab["metrics"].rglob("*")]:
+        if path.is_file():
+            scanned += 1
+            data = path.read_bytes()
+            assert PLANTED.encode() not in data, path
+            assert VAULT_PASSWORD.encode() not in data, path
+            assert b"token=abc" not in data and b"user:pw" not in data, path
+    assert scanned > 20  # reports and ansible-runner's job_events, stdout and command of every run
+    assert not list(lab["artifacts"].rglob("env"))  # suppress_env_files: no env/ dumps
+    assert list(lab["artifacts"].rglob("command"))
+    assert PLANTED not in res.stdout + res.stderr
+
+
+def test_help_documents_the_exit_codes():
+    res = subprocess.run([sys.executable, "-m", "mlfleet.drift", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0
+    assert "exit codes:" in res.stdout and "  2  drift" in res.stdout and "  1  the run itself failed" in res.stdout
+
+
+def test_markdown_sample_is_readable():
+    """A recorded drift renders as a table plus a fenced diff (what the README shows)."""
+    markdown = to_markdown(report_of(collect([DIFF_EVENT, stats(changed={"loc": 1})])))
+    assert markdown.startswith("# Configuration drift report\n")
+    assert (
+        textwrap.dedent(
+            """\
+        ```diff
+        --- before
+        +++ after: /tmp/dx/f.txt
+        @@ -0,0 +1 @@
+        +hello
+        ```"""
+        )
+        in markdown
+    )
