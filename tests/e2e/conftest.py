@@ -21,6 +21,12 @@ def lab(lab_up_output: str) -> Lab:
     return load_inventory()
 
 
+@pytest.fixture(scope="session")
+def converged(lab: Lab) -> str:
+    """site.yml converged once for every test that needs a configured fleet (lab pins v2; start at v1)."""
+    return playbook("playbooks/site.yml", "-e", "rollout_version=v1", timeout=3600).stdout
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Teardown tests last, whatever their file names."""
     items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)

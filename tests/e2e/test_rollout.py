@@ -50,12 +50,6 @@ def ledger_len() -> int:
     return len(LEDGER.read_text().splitlines()) if LEDGER.exists() else 0
 
 
-@pytest.fixture(scope="module")
-def converged(lab: Lab) -> str:
-    # The lab pins v2 (its current release); start these tests from v1.
-    return playbook("playbooks/site.yml", "-e", "rollout_version=v1", timeout=3600).stdout
-
-
 def test_site_deploys_v1_everywhere_and_the_lb_answers_correctly(lab: Lab, converged: str) -> None:
     assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v1")
     assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
