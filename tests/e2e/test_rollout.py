@@ -25,13 +25,9 @@ LEDGER = ROOT / "artifacts" / "ledger" / "deployments.jsonl"
 
 def running(lab: Lab) -> dict[str, dict[str, str]]:
     """Per inference host: the model container's version label and container id."""
-    out = lab.ansible(
-        "inference",
-        "ansible.builtin.command",
-        "docker inspect model-iris --format '{{ index .Config.Labels \"io.mlfleet.model.version\" }} {{ .Id }}'",
-        become=True,
-    )
-    return {h: dict(zip(("version", "id"), r["stdout"].split(), strict=True)) for h, r in out.items()}
+    out = lab.ansible("inference", "ansible.builtin.command", "docker inspect model-iris", become=True)
+    info = {h: json.loads(r["stdout"])[0] for h, r in out.items()}
+    return {h: {"version": i["Config"]["Labels"]["io.mlfleet.model.version"], "id": i["Id"]} for h, i in info.items()}
 
 
 def lb_servers() -> dict[str, str]:
