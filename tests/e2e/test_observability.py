@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
+import uuid
 
 from labkit import Lab
 
@@ -79,3 +81,32 @@ def test_a_stopped_model_container_fires_model_server_down(lab: Lab, converged: 
         lab.sh("gpu-2", "docker start model-iris", become=True)
     # The fleet is whole again before the next test: the alert clears once the server answers.
     assert wait_for(lambda: not firing(), 120)
+
+
+def remote_log(lab: Lab, host: str, program: str) -> str:
+    res = lab.sh("obs-1", f"cat /var/log/remote/{host}/{program}.log 2>/dev/null || true", become=True)
+    return res.stdout
+
+
+def test_a_line_logged_inside_a_model_container_reaches_the_log_host(lab: Lab, converged: str) -> None:
+    marker = f"mlfleet-e2e-{uuid.uuid4().hex}"
+    # Written to the model server's own stdout: docker's journald driver tags it model-iris.
+    lab.sh("cpu-1", f"docker exec model-iris sh -c 'echo {marker} > /proc/1/fd/1'", become=True)
+    assert wait_for(lambda: marker in remote_log(lab, "cpu-1", "model-iris"), 60)
+
+
+def test_no_line_is_lost_while_the_log_host_is_down(lab: Lab, converged: str) -> None:
+    tag = f"lossless-{uuid.uuid4().hex[:8]}"
+    lab.sh("obs-1", "systemctl stop syslog.socket rsyslog.service", become=True)
+    try:
+        lab.sh("gpu-1", f'for i in $(seq 1 1000); do logger -t {tag} "line $i"; done')
+    finally:
+        lab.sh("obs-1", "systemctl start rsyslog.service", become=True)
+
+    def numbers() -> list[int]:
+        return [int(m) for m in re.findall(r"line (\d+)$", remote_log(lab, "gpu-1", tag), re.M)]
+
+    wait_for(lambda: len(set(numbers())) >= 1000, 120)
+    got = numbers()
+    assert sorted(set(got)) == list(range(1, 1001))
+    assert len(got) == 1000, f"{len(got) - 1000} duplicated lines"
