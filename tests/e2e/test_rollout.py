@@ -147,12 +147,14 @@ def test_a_tag_missing_from_the_registry_is_refused_in_preflight(lab: Lab, conve
 
 
 def test_a_port_already_taken_is_refused_in_preflight(lab: Lab, converged: str) -> None:
-    lab.sh("cpu-2", "nohup python3 -m http.server 8090 >/dev/null 2>&1 & sleep 1")
+    # A transient service, so the listener outlives the SSH session that starts it.
+    lab.sh("cpu-2", "systemd-run --unit mlfleet-e2e-squatter python3 -m http.server 8090", become=True)
     try:
+        lab.sh("cpu-2", "for i in $(seq 20); do ss -ltn | grep -q ':8090 ' && exit 0; sleep 0.5; done; exit 1")
         out = _refused_in_preflight(lab, "-e", "rollout_version=v2", "-e", "model_server_port=8090")
         assert "Port 8090 on cpu-2 is already used by process python3" in out
     finally:
-        lab.sh("cpu-2", "pkill -f 'http.server 8090' || true")
+        lab.sh("cpu-2", "systemctl stop mlfleet-e2e-squatter || true", become=True)
 
 
 def test_an_unknown_engine_is_refused_before_any_change(lab: Lab, converged: str) -> None:
