@@ -195,10 +195,14 @@ def run_phase(
     for path in args.extra_vars_file:
         cmdline += ["-e", f"@{path.resolve()}"]
     ident = f"{run_dir.name}-{phase}"
-    envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    config = args.project_dir / "ansible.cfg"
+    envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PATH": tool_path()}
+    # An ANSIBLE_CONFIG the operator set wins (e.g. one that turns on the Mitogen strategy, see
+    # docs/benchmarks.md); otherwise the project's. Safe as an env var only because
+    # suppress_env_files=True keeps it out of env/envvars.
+    config = (
+        Path(os.environ["ANSIBLE_CONFIG"]) if os.environ.get("ANSIBLE_CONFIG") else args.project_dir / "ansible.cfg"
+    )
     if config.is_file():
-        # Safe as an env var only because suppress_env_files=True keeps it out of env/envvars.
         envvars["ANSIBLE_CONFIG"] = str(config)
     kwargs: dict[str, Any] = {}
     if args.forks:
@@ -229,6 +233,14 @@ def run_phase(
         artifact_dir=str(Path(runner.config.artifact_dir).relative_to(run_dir)),
         limit=limit,
     )
+
+
+def tool_path() -> str:
+    """PATH with this interpreter's bin folder first: a venv's python run without activating the venv
+    must still find the ansible-playbook installed beside it."""
+    here = str(Path(sys.executable).parent)
+    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != here]
+    return os.pathsep.join([here, *rest])
 
 
 def make_run_dir(base: Path, now: datetime) -> Path:

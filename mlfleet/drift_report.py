@@ -259,7 +259,9 @@ class EventCollector:
     def feed(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event", "")
         data: Mapping[str, Any] = event.get("event_data") or {}
-        if kind == "playbook_on_handler_task_start" and data.get("task_uuid"):
+        if kind == "playbook_on_task_start" and data.get("is_conditional") and data.get("task_uuid"):
+            # ansible-runner reports a handler's start as playbook_on_task_start with is_conditional=True
+            # (the Ansible 1.x marker); there is no playbook_on_handler_task_start event.
             self._handler_tasks.add(data["task_uuid"])
         elif kind == "runner_on_ok":
             self._on_ok(event, data)

@@ -28,5 +28,10 @@ def converged(lab: Lab) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Teardown tests last, whatever their file names."""
-    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+    """Late tests (they move the fleet to the inventory's pins) after the others, teardown tests last."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("lab_teardown") is not None,
+            item.get_closest_marker("lab_late") is not None,
+        )
+    )

@@ -100,7 +100,9 @@ class Lab:
             raise AssertionError(f"{host}: {command!r} exited {res.returncode}: {res.stdout}\n{res.stderr}")
         return res
 
-    def ssh(self, host: str, remote: str, user: str = "deploy", *options: str) -> subprocess.CompletedProcess:
+    def ssh(
+        self, host: str, remote: str, user: str = "deploy", *options: str, input_text: str | None = None
+    ) -> subprocess.CompletedProcess:
         cmd = [
             "ssh",
             "-i",
@@ -119,7 +121,7 @@ class Lab:
             f"{user}@{self.hosts[host]}",
             remote,
         ]
-        return run(cmd, timeout=300)
+        return run(cmd, timeout=300, input=input_text)
 
 
 def load_inventory() -> Lab:

@@ -1,0 +1,200 @@
+"""Drift runs on the converged lab (issue: drift). Tests run in file order and build on each other:
+a clean fleet reports nothing, three hand edits are reported exactly, --remediate puts them back, and
+a host that is down fails the run without hiding the others. Secrets never reach a report or artifact.
+
+They run after the other lab tests (lab_late): the module first converges site.yml as the lab
+inventory pins it, which is the state every drift run compares against.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from labkit import BIN, LAB_INVENTORY, LAB_NAME, Lab, playbook, run
+
+pytestmark = pytest.mark.lab_late
+
+INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
+ALL_HOSTS = ["cpu-1", "cpu-2", "gpu-1", "gpu-2", "lb-1", "localhost", "obs-1"]
+SSHD_TASK = "Write sshd_config | CIS 5.2.4-5.2.22"
+EXPORTER_TASK = "Enable and start the node exporter"
+MODEL_TASK = "Run the model container"
+# A value that must never leave the vault file: the registry password of a no_log task.
+SECRET = f"drift-e2e-secret-{uuid.uuid4().hex}"
+
+
+class DriftRun:
+    def __init__(self, proc: subprocess.CompletedProcess[str], textfile_dir: Path) -> None:
+        self.rc = proc.returncode
+        self.output = proc.stdout + proc.stderr
+        self.folder = Path(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else Path("/nonexistent")
+        self.textfile = textfile_dir / "mlfleet_drift.prom"
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.folder / "report.json").read_text())
+
+    def hosts(self, phase: int = 0) -> dict[str, dict]:
+        return self.report["runs"][phase]["hosts"]
+
+    def drifted(self, phase: int = 0) -> dict[str, list[str]]:
+        """Host -> names of the tasks that would change it (handlers excluded), for drifted hosts."""
+        return {
+            name: sorted(c["task"] for c in h["changes"] if not c["handler"])
+            for name, h in self.hosts(phase).items()
+            if any(not c["handler"] for c in h["changes"])
+        }
+
+    def junit_failures(self) -> list[tuple[str, str]]:
+        root = ET.parse(self.folder / "report.junit.xml").getroot()
+        return sorted(
+            (case.get("classname", ""), case.get("name", ""))
+            for case in root.iter("testcase")
+            if case.find("failure") is not None
+        )
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion fails
+        return f"DriftRun(rc={self.rc}, folder={self.folder})\n{self.output[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def pinned(lab: Lab, converged: str) -> str:
+    """The fleet as the lab inventory pins it (the earlier tests leave other model versions behind)."""
+    return playbook("playbooks/site.yml", timeout=3600).stdout
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("drift")
+
+
+@pytest.fixture(scope="module")
+def secret_vars(workdir: Path) -> list[str]:
+    """A vault-encrypted vars file with a registry login; the lab registry accepts any credentials."""
+    password_file = workdir / "vault-pass"
+    password_file.write_text(f"{uuid.uuid4().hex}\n")
+    password_file.chmod(0o600)
+    vars_file = workdir / "registry-login.yml"
+    vars_file.write_text(f"model_server_registry_username: drift-e2e\nmodel_server_registry_password: {SECRET}\n")
+    run(
+        [str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(password_file), str(vars_file)],
+        check=True,
+    )
+    assert SECRET not in vars_file.read_text()
+    return ["-e", str(vars_file), "--vault-password-file", str(password_file)]
+
+
+def drift(workdir: Path, *args: str) -> DriftRun:
+    textfile_dir = workdir / "textfile"
+    textfile_dir.mkdir(exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlfleet.drift",
+        "-i",
+        str(LAB_INVENTORY),
+        "--artifacts-dir",
+        str(workdir / "reports"),
+        "--textfile-dir",
+        str(textfile_dir),
+        "-q",
+        *args,
+    ]
+    return DriftRun(run(cmd, timeout=3600), textfile_dir)
+
+
+def files_containing(folder: Path, needle: str) -> list[Path]:
+    data = needle.encode()
+    return [p for p in folder.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+def test_a_converged_fleet_has_no_drift(lab: Lab, pinned: str, workdir: Path) -> None:
+    res = drift(workdir)
+    assert res.rc == 0, res
+    assert {n: h["status"] for n, h in res.hosts().items()} == dict.fromkeys(ALL_HOSTS, "clean"), res
+    assert res.junit_failures() == []
+    metrics = res.textfile.read_text()
+    assert 'mlfleet_drift_changes{host="cpu-2"} 0' in metrics
+    assert "mlfleet_drift_run_success 1" in metrics
+
+
+def test_hand_edits_are_reported_exactly_and_secrets_stay_out(
+    lab: Lab, pinned: str, workdir: Path, secret_vars: list[str]
+) -> None:
+    lab.sh("cpu-2", "sed -i 's/^MaxAuthTries .*/MaxAuthTries 10/' /etc/ssh/sshd_config", become=True)
+    lab.sh("gpu-1", "systemctl stop prometheus-node-exporter", become=True)
+    # Someone "fixes" cpu-1 by hand with another tag and none of the container hardening.
+    lab.sh(
+        "cpu-1",
+        "docker pull -q 172.28.10.30:5000/iris:v1 && docker rm -f model-iris && "
+        "docker run -d --name model-iris --restart unless-stopped -p 8080:8080 -p 8082:8082 "
+        "--log-driver journald --log-opt tag=model-iris 172.28.10.30:5000/iris:v1",
+        become=True,
+    )
+
+    res = drift(workdir, *secret_vars)
+
+    assert res.rc == 2, res
+    assert res.drifted() == {"cpu-1": [MODEL_TASK], "cpu-2": [SSHD_TASK], "gpu-1": [EXPORTER_TASK]}, res
+    assert {n: h["status"] for n, h in res.hosts().items() if n not in ("cpu-1", "cpu-2", "gpu-1")} == {
+        "gpu-2": "clean",
+        "lb-1": "clean",
+        "localhost": "clean",
+        "obs-1": "clean",
+    }
+    assert res.junit_failures() == [("cpu-1", MODEL_TASK), ("cpu-2", SSHD_TASK), ("gpu-1", EXPORTER_TASK)]
+    changes = {(n, c["task"]): c for n, h in res.hosts().items() for c in h["changes"]}
+    assert "-MaxAuthTries 10\n+MaxAuthTries 3" in changes[("cpu-2", SSHD_TASK)]["diff"]
+    assert "172.28.10.30:5000/iris:v1" in changes[("cpu-1", MODEL_TASK)]["diff"]
+    assert 'mlfleet_drift_changes{host="cpu-2"} 1' in res.textfile.read_text()
+    # The secret passed a no_log task on every inference host; nothing written about the run has it.
+    assert files_containing(res.folder, SECRET) == []
+    assert files_containing(res.textfile.parent, SECRET) == []
+    assert SECRET not in res.output
+
+
+def test_remediate_puts_the_hand_edits_back(lab: Lab, pinned: str, workdir: Path, secret_vars: list[str]) -> None:
+    res = drift(workdir, "--remediate", *secret_vars)
+
+    assert res.rc == 0, res
+    phases = [r["phase"] for r in res.report["runs"]]
+    assert phases == ["check", "remediate", "recheck"], res
+    assert sorted(res.drifted(0)) == ["cpu-1", "cpu-2", "gpu-1"], res
+    assert sorted(res.report["runs"][1]["limit"].split(",")) == ["cpu-1", "cpu-2", "gpu-1"]
+    assert {n: h["status"] for n, h in res.hosts(2).items()} == dict.fromkeys(ALL_HOSTS, "clean"), res
+    assert "MaxAuthTries 3" in lab.sh("cpu-2", "grep ^MaxAuthTries /etc/ssh/sshd_config", become=True).stdout
+    assert lab.sh("gpu-1", "systemctl is-active prometheus-node-exporter").stdout.strip() == "active"
+    labels = lab.sh("cpu-1", "docker inspect --format '{{json .Config.Labels}}' model-iris", become=True).stdout
+    assert json.loads(labels)["io.mlfleet.model.version"] == "v2"
+    assert files_containing(res.folder, SECRET) == []
+
+
+def test_a_host_that_is_down_fails_the_run_and_the_others_are_still_checked(lab: Lab, workdir: Path) -> None:
+    container = f"{LAB_NAME}-gpu-2"
+    run(["docker", "stop", container], check=True)
+    try:
+        res = drift(workdir, "--limit", "inference")
+    finally:
+        run(["docker", "start", container], check=True)
+
+    assert res.rc == 1, res
+    assert "| gpu-2 | UNREACHABLE |" in (res.folder / "report.md").read_text(), res
+    hosts = res.hosts()
+    assert hosts["gpu-2"]["status"] == "unreachable"
+    assert {n: hosts[n]["status"] for n in ("cpu-1", "cpu-2", "gpu-1")} == dict.fromkeys(
+        ("cpu-1", "cpu-2", "gpu-1"), "clean"
+    )
+    assert 'mlfleet_drift_unreachable{host="gpu-2"} 1' in res.textfile.read_text()
+    assert "mlfleet_drift_run_success 0" in res.textfile.read_text()
+
+    # Back up, the host is put right by a remediation run (docker rewrites the container's
+    # /etc/hosts on start, which the baseline role manages: real drift, caught and fixed).
+    back = drift(workdir, "--limit", "gpu-2", "--remediate")
+    assert back.rc == 0, back
+    assert back.hosts(len(back.report["runs"]) - 1)["gpu-2"]["status"] == "clean"
