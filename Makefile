@@ -16,7 +16,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard plugins tests molecule benchmarks mlfleet)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge drift clean
+.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,15 @@ converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
 
 drift: setup ## Drift check of INVENTORY (exit 0 clean, 2 drift, 1 run failed)
 	python -m mlfleet.drift -i $(INVENTORY) --no-textfile
+
+BENCH_REPS ?= 3
+bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifacts/bench, docs/benchmarks.md)
+	pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
+	ansible-playbook playbooks/lab_up.yml
+	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	python benchmarks/fleet_bench.py --reps $(BENCH_REPS)
+	python benchmarks/rollout_bench.py
+	python benchmarks/endpoint_bench.py
 
 clean: lab-down ## Lab down and the toolchain removed
 	rm -rf $(VENV) .cache
