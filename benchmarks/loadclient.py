@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import resource
 import time
 
@@ -84,7 +85,8 @@ async def worker(args: argparse.Namespace, deadline: float, latencies: list[floa
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    # Nearest rank: the smallest value with at least q % of the samples at or below it.
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

@@ -1,0 +1,80 @@
+"""The benchmark helpers: the load client against a real local HTTP server, the generated configs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import configparser
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import fleet_bench  # noqa: E402
+import loadclient  # noqa: E402
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        ok = self.path == "/v2/models/iris/infer" and json.loads(body)["inputs"][0]["shape"] == [1, 4]
+        reply = json.dumps({"outputs": [{"data": [0]}]}).encode() if ok else b"no"
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def client_args(port: int, path: str = "/v2/models/iris/infer") -> argparse.Namespace:
+    return argparse.Namespace(host="127.0.0.1", port=port, path=path, connections=2, seconds=0.5, warmup=0.1)
+
+
+def test_the_load_client_counts_answers_and_orders_its_percentiles(server: int) -> None:
+    res = asyncio.run(loadclient.main_async(client_args(server)))
+    assert res["requests"] > 10 and res["errors"] == 0
+    assert 0 < res["p50_ms"] <= res["p95_ms"] <= res["p99_ms"]
+    assert res["rps"] == pytest.approx(res["requests"] / res["seconds"], rel=0.01)
+
+
+def test_the_load_client_counts_error_statuses_as_errors(server: int) -> None:
+    res = asyncio.run(loadclient.main_async(client_args(server, "/v2/models/other/infer")))
+    assert res["requests"] == 0 and res["errors"] > 0 and res["error_kinds"] == ["HTTP 503"]
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert [loadclient.percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
+
+
+def test_the_stock_profile_keeps_ansible_defaults_and_the_project_one_is_the_repo_cfg(tmp_path: Path) -> None:
+    cfgs = fleet_bench.write_configs(tmp_path, ["stock", "project"])
+    stock, project = configparser.ConfigParser(), configparser.ConfigParser()
+    stock.read(cfgs["stock"])
+    project.read(cfgs["project"])
+    assert "forks" not in stock["defaults"] and not stock.has_section("ssh_connection")
+    assert project["defaults"]["forks"] == "25" and project["ssh_connection"]["pipelining"] == "True"
+    # Both find the project's roles and inventory from wherever the copy lives.
+    for cfg in (stock, project):
+        assert Path(cfg["defaults"]["roles_path"]) == ROOT / "roles"
+        assert Path(cfg["defaults"]["inventory"]).is_file()
