@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -109,6 +110,18 @@ def drift(workdir: Path, *args: str) -> DriftRun:
     return DriftRun(run(cmd, timeout=3600), textfile_dir)
 
 
+def wait_until_booted(lab: Lab, host: str, timeout: float = 180) -> None:
+    """SSH answers and systemd has finished starting units (running, or degraded with a reason)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = lab.ssh(host, "systemctl is-system-running --wait")
+        if res.stdout.strip() in ("running", "degraded"):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{host} did not come back within {timeout} s: {res.stdout} {res.stderr}")
+        time.sleep(2)
+
+
 def files_containing(folder: Path, needle: str) -> list[Path]:
     data = needle.encode()
     return [p for p in folder.rglob("*") if p.is_file() and data in p.read_bytes()]
@@ -193,6 +206,7 @@ def test_a_host_that_is_down_fails_the_run_and_the_others_are_still_checked(lab:
     assert 'mlfleet_drift_unreachable{host="gpu-2"} 1' in res.textfile.read_text()
     assert "mlfleet_drift_run_success 0" in res.textfile.read_text()
 
+    wait_until_booted(lab, "gpu-2")
     # Back up, the host is put right by a remediation run (docker rewrites the container's
     # /etc/hosts on start, which the baseline role manages: real drift, caught and fixed).
     back = drift(workdir, "--limit", "gpu-2", "--remediate")
