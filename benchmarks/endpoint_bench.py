@@ -24,13 +24,9 @@ import shlex
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-
-from labkit import Lab, load_inventory  # noqa: E402 - the lab helpers live with the e2e tests
+from benchkit import ROOT, Lab, load_inventory, results_folder, write_results
 
 CLIENT = (Path(__file__).parent / "loadclient.py").read_text()
 BENCH_PORTS = {"hardened": 18081, "plain": 18082}
@@ -148,15 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- LB overhead at p50 (one connection): {lb_overhead:+.2f} ms (goal ≤ 1 ms)",
         f"- Throughput cost of the hardening flags: {hardening_cost * 100:+.1f} % (goal ≤ 5 %)",
     ]
-    table = "\n".join(lines) + "\n"
-    folder = args.out / datetime.now(UTC).strftime("endpoint-%Y%m%dT%H%M%SZ")
-    folder.mkdir(parents=True)
-    (folder / "result.json").write_text(
-        json.dumps({"runs": {f"{a}/c{c}": r for (a, c), r in results.items()}, "medians": rows}, indent=1) + "\n"
-    )
-    (folder / "table.md").write_text(table)
-    print(table)
-    print(f"results: {folder}")
+    runs = {f"{a}/c{c}": r for (a, c), r in results.items()}
+    write_results(results_folder(args.out, "endpoint-"), {"runs": runs, "medians": rows}, "\n".join(lines) + "\n")
     return 0
 
 

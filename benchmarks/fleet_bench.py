@@ -30,13 +30,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, recap, results_folder, write_results
+
 BIN = Path(sys.executable).parent
 LAB_LABEL = "mlfleet.lab=mlfleet-lab"
-RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 # The settings a project cannot run without (where its roles and plugins are); nothing that tunes.
 STOCK_CFG = """[defaults]
@@ -135,7 +134,9 @@ def hosts_cpu_ns(cids: list[str]) -> int:
 # --- one measured run --------------------------------------------------------------------------------
 
 
-def measure(cmd: list[str], env: dict[str, str], cids: list[str], idle_rate: float) -> tuple[Sample, str]:
+def measure(
+    cmd: list[str], env: dict[str, str], cids: list[str], idle_rate: float, workload: str, profile: str, rep: int
+) -> tuple[Sample, str]:
     before = hosts_cpu_ns(cids)
     start = time.monotonic()
     with tempfile.TemporaryFile("w+") as out:
@@ -147,9 +148,9 @@ def measure(cmd: list[str], env: dict[str, str], cids: list[str], idle_rate: flo
         output = out.read()
     host_cpu = (hosts_cpu_ns(cids) - before) / 1e9 - idle_rate * wall
     sample = Sample(
-        workload="",
-        profile="",
-        rep=0,
+        workload=workload,
+        profile=profile,
+        rep=rep,
         wall_s=round(wall, 2),
         control_cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
         peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
@@ -178,7 +179,7 @@ def workload_cmd(workload: str, scratch: Path) -> list[str]:
 
 def check_output(workload: str, sample: Sample, output: str) -> None:
     if workload == "converge" and sample.ok:
-        changed = {h: int(c) for h, c, _, _ in RECAP.findall(output) if int(c)}
+        changed = {h: c["changed"] for h, c in recap(output).items() if c["changed"]}
         if changed:
             sample.ok, sample.note = False, f"not a no-change run: changed {changed}"
     if not sample.ok:
@@ -250,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     cids = lab_containers()
     if not cids:
         raise SystemExit("no lab is running: make lab-up converge first")
-    folder = args.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder.mkdir(parents=True)
+    folder = results_folder(args.out)
     cfgs = write_configs(folder, profiles)
 
     before = hosts_cpu_ns(cids)
@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             for profile in profiles:
                 env = dict(os.environ, ANSIBLE_CONFIG=str(cfgs[profile]), ANSIBLE_NOCOLOR="1")
                 env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
-                sample, output = measure(workload_cmd(workload, folder), env, cids, idle_rate)
-                sample.workload, sample.profile, sample.rep = workload, profile, rep
+                sample, output = measure(workload_cmd(workload, folder), env, cids, idle_rate, workload, profile, rep)
                 check_output(workload, sample, output)
                 (folder / f"{workload}-{profile}-{rep}.log").write_text(output)
                 samples.append(sample)
@@ -280,11 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": [asdict(s) for s in samples],
         "summary": rows,
     }
-    (folder / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    table = markdown(rows, len(cids))
-    (folder / "table.md").write_text(table)
-    print(table)
-    print(f"results: {folder}")
+    write_results(folder, result, markdown(rows, len(cids)))
     return 0 if all(s.ok for s in samples) else 1
 
 

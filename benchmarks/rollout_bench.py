@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from benchkit import ROOT, playbook, results_folder, write_results
+
 LEDGER = ROOT / "artifacts" / "ledger" / "deployments.jsonl"
 PHASES = ("pull", "drain", "start", "gate", "enable")
 
@@ -33,14 +31,7 @@ def ledger_lines() -> list[str]:
 
 def rollout(version: str) -> float:
     start = time.monotonic()
-    res = subprocess.run(
-        [str(BIN / "ansible-playbook"), "playbooks/rollout.yml", "-e", f"rollout_version={version}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        raise SystemExit(f"rollout of {version} failed:\n{res.stdout[-4000:]}")
+    playbook("playbooks/rollout.yml", "-e", f"rollout_version={version}")  # raises with the output on failure
     return time.monotonic() - start
 
 
@@ -89,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "- Playbook wall time: "
         + ", ".join(f"{v}: {w:.0f} s for {sum(r['version'] == v for r in rows)} hosts" for v, w in walls.items()),
     ]
-    table = "\n".join(lines) + "\n"
-    folder = args.out / datetime.now(UTC).strftime("rollout-%Y%m%dT%H%M%SZ")
-    folder.mkdir(parents=True)
-    (folder / "result.json").write_text(json.dumps({"walls_s": walls, "hosts": rows}, indent=1) + "\n")
-    (folder / "table.md").write_text(table)
-    print(table)
-    print(f"results: {folder}")
+    write_results(results_folder(args.out, "rollout-"), {"walls_s": walls, "hosts": rows}, "\n".join(lines) + "\n")
     return 0
 
 
