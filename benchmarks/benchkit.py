@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from labkit import Lab, load_inventory, playbook, recap  # noqa: E402, F401 - re-exported for the scripts
+from labkit import Lab, load_inventory, playbook, recap, wait_for  # noqa: E402, F401 - re-exported for the scripts
 
 
 def results_folder(out: Path, prefix: str = "") -> Path:

@@ -23,10 +23,9 @@ import json
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from benchkit import ROOT, Lab, load_inventory, results_folder, write_results
+from benchkit import ROOT, Lab, load_inventory, results_folder, wait_for, write_results
 
 CLIENT = (Path(__file__).parent / "loadclient.py").read_text()
 BENCH_PORTS = {"hardened": 18081, "plain": 18082}
@@ -72,15 +71,12 @@ def bench_containers(lab: Lab) -> None:
             *cfg["Cmd"],
         ]
         lab.sh("cpu-2", f"docker rm -f bench-iris-{arm} >/dev/null 2>&1; {shlex.join(cmd)}", become=True)
-    deadline = time.monotonic() + 120
-    for port in BENCH_PORTS.values():
-        probe = (
-            f"python3 -c \"import urllib.request;urllib.request.urlopen('http://127.0.0.1:{port}/v2/health/ready')\""
-        )
-        while lab.sh("cpu-2", probe, check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench container on port {port} never became ready")
-            time.sleep(2)
+    probes = [
+        f"python3 -c \"import urllib.request;urllib.request.urlopen('http://127.0.0.1:{port}/v2/health/ready')\""
+        for port in BENCH_PORTS.values()
+    ]
+    if not wait_for(lambda: all(lab.sh("cpu-2", p, check=False).returncode == 0 for p in probes), 120):
+        raise SystemExit(f"bench containers on ports {sorted(BENCH_PORTS.values())} not ready within 120 s")
 
 
 def remove_bench_containers(lab: Lab) -> None:

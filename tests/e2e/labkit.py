@@ -7,8 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -17,6 +20,7 @@ BIN = Path(sys.executable).parent
 LAB_INVENTORY = ROOT / "inventories" / "lab"
 LAB_STATE = ROOT / ".lab"
 LAB_NAME = "mlfleet-lab"
+T = TypeVar("T")
 
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
@@ -131,6 +135,16 @@ def load_inventory() -> Lab:
     hosts = {h: v["ansible_host"] for h, v in hostvars.items()}
     groups = {g: sorted(v.get("hosts", [])) for g, v in data.items() if g != "_meta"}
     return Lab(hosts=hosts, groups=groups)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 2.0) -> T:
+    """Call predicate until it returns something truthy or timeout seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    last = predicate()
+    while not last and time.monotonic() < deadline:
+        time.sleep(interval)
+        last = predicate()
+    return last
 
 
 def read_yaml(path: Path) -> object:

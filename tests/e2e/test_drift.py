@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from labkit import BIN, LAB_INVENTORY, LAB_NAME, Lab, playbook, run
+from labkit import BIN, LAB_INVENTORY, LAB_NAME, Lab, playbook, run, wait_for
 
 pytestmark = pytest.mark.lab_late
 
@@ -112,14 +111,12 @@ def drift(workdir: Path, *args: str) -> DriftRun:
 
 def wait_until_booted(lab: Lab, host: str, timeout: float = 180) -> None:
     """SSH answers and systemd has finished starting units (running, or degraded with a reason)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        res = lab.ssh(host, "systemctl is-system-running --wait")
-        if res.stdout.strip() in ("running", "degraded"):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{host} did not come back within {timeout} s: {res.stdout} {res.stderr}")
-        time.sleep(2)
+
+    def state() -> str:
+        out = lab.ssh(host, "systemctl is-system-running --wait").stdout.strip()
+        return out if out in ("running", "degraded") else ""
+
+    assert wait_for(state, timeout), f"{host} did not come back within {timeout} s"
 
 
 def files_containing(folder: Path, needle: str) -> list[Path]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 import uuid
 
-from labkit import Lab
+from labkit import Lab, wait_for
 
 PROMETHEUS = "http://172.28.10.30:9090"
 INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
@@ -18,17 +17,6 @@ ALL_HOSTS = ["cpu-1", "cpu-2", "gpu-1", "gpu-2", "lb-1", "obs-1"]
 def api(path: str) -> dict:
     with urllib.request.urlopen(f"{PROMETHEUS}{path}", timeout=10) as resp:
         return json.loads(resp.read())["data"]
-
-
-def wait_for(predicate, timeout: float, interval: float = 2.0):  # noqa: ANN001, ANN201 - test helper
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    return last
 
 
 def target_health() -> dict[tuple[str, str], str]:
