@@ -185,7 +185,9 @@ def test_remediate_puts_the_hand_edits_back(lab: Lab, pinned: str, workdir: Path
     assert files_containing(res.folder, SECRET) == []
 
 
-def test_a_host_that_is_down_fails_the_run_and_the_others_are_still_checked(lab: Lab, workdir: Path) -> None:
+def test_a_host_that_is_down_fails_the_run_and_the_others_are_still_checked(
+    lab: Lab, pinned: str, workdir: Path
+) -> None:
     container = f"{LAB_NAME}-gpu-2"
     run(["docker", "stop", container], check=True)
     try:
