@@ -39,7 +39,7 @@ LAB_LABEL = "mlfleet.lab=mlfleet-lab"
 
 # The settings a project cannot run without (where its roles and plugins are); nothing that tunes.
 STOCK_CFG = """[defaults]
-inventory = {root}/inventories/lab/hosts.yml
+inventory = {root}/inventories/lab
 roles_path = {root}/roles
 library = {root}/plugins/modules
 module_utils = {root}/plugins/module_utils
