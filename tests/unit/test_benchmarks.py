@@ -77,4 +77,4 @@ def test_the_stock_profile_keeps_ansible_defaults_and_the_project_one_is_the_rep
     # Both find the project's roles and inventory from wherever the copy lives.
     for cfg in (stock, project):
         assert Path(cfg["defaults"]["roles_path"]) == ROOT / "roles"
-        assert Path(cfg["defaults"]["inventory"]).is_file()
+        assert Path(cfg["defaults"]["inventory"]) == ROOT / "inventories" / "lab"
