@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from labkit import BIN, LAB_NAME, LAB_STATE, Lab, env, playbook, recap, run
+from labkit import LAB_INVENTORY, LAB_NAME, LAB_STATE, Lab, env, load_inventory, playbook, recap, run
 
 EXPECTED_HOSTS = {"lb-1", "gpu-1", "gpu-2", "cpu-1", "cpu-2", "obs-1"}
 
@@ -108,14 +108,14 @@ def test_a_half_up_lab_is_completed(lab: Lab) -> None:
 
 def test_lab_cpu_hosts_grows_the_cpu_group_and_shrinks_it_back(lab: Lab) -> None:
     """make lab-up LAB_CPU_HOSTS=N (benchmarks at fleet scale) adds real hosts, and N=2 removes them."""
-    scale_file = LAB_STATE.parent / "inventories" / "lab" / "scale_out.yml"
+    scale_file = LAB_INVENTORY / "scale_out.yml"
     try:
         res = playbook("playbooks/lab_up.yml", "-e", "lab_cpu_hosts=3", check=False)
         assert res.returncode == 0, res.stdout[-3000:]
         assert set(recap(res.stdout)) == EXPECTED_HOSTS | {"localhost", "cpu-3"}
-        inventory = json.loads(run([str(BIN / "ansible-inventory"), "--list"], check=True).stdout)
-        assert inventory["scale_out"]["hosts"] == ["cpu-3"]
-        assert inventory["_meta"]["hostvars"]["cpu-3"]["ansible_host"] == "172.28.10.103"
+        scaled = load_inventory()
+        assert scaled.groups["scale_out"] == ["cpu-3"]
+        assert scaled.hosts["cpu-3"] == "172.28.10.103"
         who = lab.ansible("cpu-3", "ansible.builtin.command", "id -un")
         assert who["cpu-3"]["stdout"] == "deploy"
     finally:
