@@ -61,7 +61,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 @dataclass
 class Lab:
     hosts: dict[str, str]  # inventory name -> address
-    groups: dict[str, list[str]]
+    groups: dict[str, list[str]]  # group -> its hosts, those of its child groups included
 
     @property
     def key(self) -> Path:
@@ -133,8 +133,17 @@ def load_inventory() -> Lab:
     data = json.loads(res.stdout)
     hostvars = data["_meta"]["hostvars"]
     hosts = {h: v["ansible_host"] for h, v in hostvars.items()}
-    groups = {g: sorted(v.get("hosts", [])) for g, v in data.items() if g != "_meta"}
+    groups = {g: sorted(members(data, g)) for g in data if g != "_meta"}
     return Lab(hosts=hosts, groups=groups)
+
+
+def members(data: dict, group: str) -> set[str]:
+    """Every host of a group in `ansible-inventory --list` output, its child groups' included."""
+    entry = data.get(group, {})
+    hosts = set(entry.get("hosts", []))
+    for child in entry.get("children", []):
+        hosts |= members(data, child)
+    return hosts
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 2.0) -> T:

@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import endpoint_bench  # noqa: E402
 import fleet_bench  # noqa: E402
 import loadclient  # noqa: E402
 
@@ -78,3 +79,42 @@ def test_the_stock_profile_keeps_ansible_defaults_and_the_project_one_is_the_rep
     for cfg in (stock, project):
         assert Path(cfg["defaults"]["roles_path"]) == ROOT / "roles"
         assert Path(cfg["defaults"]["inventory"]) == ROOT / "inventories" / "lab"
+
+
+# HostConfig of a model container as `docker inspect` showed it on the lab (model_server defaults).
+HARDENED_HOST_CONFIG = {
+    "ReadonlyRootfs": True,
+    "Tmpfs": {"/tmp": "rw,noexec,nosuid,size=256m"},
+    "CapDrop": ["ALL"],
+    "SecurityOpt": ["no-new-privileges:true"],
+    "PidsLimit": 512,
+}
+
+
+def test_the_hardened_arm_has_every_flag_the_plain_arm_none_and_each_single_flag_arm_one() -> None:
+    arms = endpoint_bench.container_arms(HARDENED_HOST_CONFIG, per_flag=True)
+    assert arms["plain"] == []
+    assert arms["hardened"] == [
+        "--read-only",
+        "--tmpfs=/tmp:rw,noexec,nosuid,size=256m",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges:true",
+        "--pids-limit=512",
+    ]
+    singles = [arms[f"only-{name}"] for name in endpoint_bench.FLAGS]
+    assert sorted(f for flags in singles for f in flags) == sorted(arms["hardened"])
+    assert all(singles)
+    assert set(endpoint_bench.container_arms(HARDENED_HOST_CONFIG, per_flag=False)) == {"hardened", "plain"}
+
+
+def test_a_container_without_a_flag_gives_that_single_flag_arm_no_flags() -> None:
+    arms = endpoint_bench.container_arms({"ReadonlyRootfs": True, "CapDrop": None, "PidsLimit": 0}, per_flag=True)
+    assert arms["hardened"] == ["--read-only"]
+    assert arms["only-pids-limit"] == [] and arms["only-cap-drop"] == []
+
+
+def test_every_arm_of_a_group_goes_first_once_per_cycle() -> None:
+    group = ["a", "b", "c"]
+    orders = [endpoint_bench.rotated(group, rnd) for rnd in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert endpoint_bench.rotated(["lb", "direct"], 1) == ["direct", "lb"]
