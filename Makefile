@@ -39,7 +39,7 @@ unit: setup ## Unit tests of the Python plugins and modules
 	pytest tests/unit
 
 image: setup ## Build the lab base image (only when its recipe changed)
-	ansible-playbook playbooks/lab_image.yml
+	ansible-playbook lab/image.yml
 
 molecule: setup image ## Every role's Molecule scenario
 	@for s in $(MOLECULE_SCENARIOS); do \
@@ -52,18 +52,18 @@ e2e: setup ## End-to-end tests on one shared lab (brings it up, tears it down la
 
 test: lint unit molecule e2e ## Everything: lint, unit, Molecule, end to end
 
-# LAB_CPU_HOSTS=N resizes the lab's CPU group to N hosts (benchmarks at fleet scale; see roles/lab).
+# LAB_CPU_HOSTS=N resizes the lab's CPU group to N hosts (benchmarks at fleet scale; see lab/roles/lab).
 LAB_CPU_HOSTS ?=
 LAB_UP_ARGS := $(if $(LAB_CPU_HOSTS),-e lab_cpu_hosts=$(LAB_CPU_HOSTS))
 
 lab-up: setup ## Bring the lab up (idempotent; repairs a half-up lab; LAB_CPU_HOSTS=N scales it)
-	ansible-playbook playbooks/lab_up.yml $(LAB_UP_ARGS)
+	ansible-playbook lab/up.yml $(LAB_UP_ARGS)
 
 lab-down: setup ## Remove the lab's containers, network, volumes, keys and CA
-	ansible-playbook playbooks/lab_down.yml
+	ansible-playbook lab/down.yml
 
 demo: lab-up ## Lab up, hosts and LB converged, v1 then v2 rolled out canary first, report
-	ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+	ansible-playbook -i $(INVENTORY) lab/demo.yml
 
 converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
@@ -74,7 +74,7 @@ drift: setup ## Drift check of INVENTORY (exit 0 clean, 2 drift, 1 run failed)
 BENCH_REPS ?= 3
 bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifacts/bench, docs/benchmarks.md)
 	pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
-	ansible-playbook playbooks/lab_up.yml $(LAB_UP_ARGS)
+	ansible-playbook lab/up.yml $(LAB_UP_ARGS)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	python benchmarks/fleet_bench.py --reps $(BENCH_REPS)
 	python benchmarks/rollout_bench.py

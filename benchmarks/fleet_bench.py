@@ -37,14 +37,10 @@ from benchkit import ROOT, recap, results_folder, write_results
 BIN = Path(sys.executable).parent
 LAB_LABEL = "mlfleet.lab=mlfleet-lab"
 
-# The settings a project cannot run without (where its roles and plugins are); nothing that tunes.
+# The settings a project cannot run without (its inventory and where its collection is); nothing that tunes.
 STOCK_CFG = """[defaults]
 inventory = {root}/inventories/lab
-roles_path = {root}/roles
-library = {root}/plugins/modules
-module_utils = {root}/plugins/module_utils
-filter_plugins = {root}/plugins/filter
-callback_plugins = {root}/plugins/callback
+collections_path = {root}/collections
 inject_facts_as_vars = False
 """
 
@@ -71,7 +67,7 @@ def mitogen_strategy_dir() -> Path:
 def write_configs(folder: Path, profiles: list[str]) -> dict[str, Path]:
     project = (ROOT / "ansible.cfg").read_text()
     # Relative paths in ansible.cfg are relative to the file; the copies live elsewhere.
-    for key in ("inventory", "roles_path", "library", "module_utils", "filter_plugins", "callback_plugins"):
+    for key in ("inventory", "collections_path"):
         project = re.sub(rf"^({key}\s*=\s*)(?!/)(\S+)", rf"\g<1>{ROOT}/\2", project, flags=re.M)
     cfgs: dict[str, Path] = {}
     for name in profiles:

@@ -1,6 +1,6 @@
 """One shared lab for every end-to-end test.
 
-The first test that asks for ``lab`` brings it up with ``playbooks/lab_up.yml`` (a no-op when it is
+The first test that asks for ``lab`` brings it up with ``lab/up.yml`` (a no-op when it is
 already up); tests marked ``lab_teardown`` run after all others and remove it.
 """
 
@@ -12,7 +12,7 @@ from labkit import Lab, load_inventory, playbook
 
 @pytest.fixture(scope="session")
 def lab_up_output() -> str:
-    res = playbook("playbooks/lab_up.yml")
+    res = playbook("lab/up.yml")
     return res.stdout
 
 

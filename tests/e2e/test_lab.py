@@ -93,7 +93,7 @@ def test_registry_serves_tls_from_the_lab_ca_and_hosts_trust_it(lab: Lab) -> Non
 
 
 def test_a_second_lab_up_changes_nothing(lab: Lab) -> None:
-    res = playbook("playbooks/lab_up.yml")
+    res = playbook("lab/up.yml")
     counts = recap(res.stdout)
     assert set(counts) == EXPECTED_HOSTS | {"localhost"}
     assert {h: c["changed"] for h, c in counts.items()} == dict.fromkeys(counts, 0)
@@ -101,7 +101,7 @@ def test_a_second_lab_up_changes_nothing(lab: Lab) -> None:
 
 def test_a_half_up_lab_is_completed(lab: Lab) -> None:
     run(["docker", "stop", f"{LAB_NAME}-cpu-2"], check=True)
-    res = playbook("playbooks/lab_up.yml", check=False)
+    res = playbook("lab/up.yml", check=False)
     assert res.returncode == 0, res.stdout[-3000:]
     assert lab.ansible("cpu-2", "ansible.builtin.ping")["cpu-2"]["ping"] == "pong"
 
@@ -110,7 +110,7 @@ def test_lab_cpu_hosts_grows_the_cpu_group_and_shrinks_it_back(lab: Lab) -> None
     """make lab-up LAB_CPU_HOSTS=N (benchmarks at fleet scale) adds real hosts, and N=2 removes them."""
     scale_file = LAB_INVENTORY / "scale_out.yml"
     try:
-        res = playbook("playbooks/lab_up.yml", "-e", "lab_cpu_hosts=3", check=False)
+        res = playbook("lab/up.yml", "-e", "lab_cpu_hosts=3", check=False)
         assert res.returncode == 0, res.stdout[-3000:]
         assert set(recap(res.stdout)) == EXPECTED_HOSTS | {"localhost", "cpu-3"}
         scaled = load_inventory()
@@ -119,7 +119,7 @@ def test_lab_cpu_hosts_grows_the_cpu_group_and_shrinks_it_back(lab: Lab) -> None
         who = lab.ansible("cpu-3", "ansible.builtin.command", "id -un")
         assert who["cpu-3"]["stdout"] == "deploy"
     finally:
-        res = playbook("playbooks/lab_up.yml", "-e", "lab_cpu_hosts=2", check=False)
+        res = playbook("lab/up.yml", "-e", "lab_cpu_hosts=2", check=False)
     assert res.returncode == 0, res.stdout[-3000:]
     assert not scale_file.exists()
     assert set(recap(res.stdout)) == EXPECTED_HOSTS | {"localhost"}
@@ -128,7 +128,7 @@ def test_lab_cpu_hosts_grows_the_cpu_group_and_shrinks_it_back(lab: Lab) -> None
 
 
 def test_too_few_cpu_hosts_is_refused_before_any_change(lab: Lab) -> None:
-    res = playbook("playbooks/lab_up.yml", "-e", "lab_cpu_hosts=1", check=False)
+    res = playbook("lab/up.yml", "-e", "lab_cpu_hosts=1", check=False)
     assert res.returncode != 0
     assert "it must be at least the 2 CPU hosts of the lab inventory" in res.stdout
     assert set(recap(res.stdout)) == {"localhost"}
@@ -138,7 +138,7 @@ def test_too_few_cpu_hosts_is_refused_before_any_change(lab: Lab) -> None:
 def test_a_missing_docker_engine_says_what_to_do(lab: Lab) -> None:
     e = env()
     e["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    res = playbook("playbooks/lab_up.yml", check=False, env=e)
+    res = playbook("lab/up.yml", check=False, env=e)
     assert res.returncode != 0
     assert "No docker engine answers" in res.stdout
     assert "apt-get install -y docker.io" in res.stdout
@@ -159,7 +159,7 @@ def test_a_foreign_container_with_a_lab_name_is_reported(lab: Lab) -> None:
         ["docker", "run", "-d", "--name", "mlfleet-clash-cpu-1", "mlfleet-lab-base:current", "sleep", "600"], check=True
     )
     try:
-        res = playbook("playbooks/lab_up.yml", "-e", "lab_name=mlfleet-clash", "--tags", "lab_preflight", check=False)
+        res = playbook("lab/up.yml", "-e", "lab_name=mlfleet-clash", "--tags", "lab_preflight", check=False)
         assert res.returncode != 0
         assert "does not belong to lab mlfleet-clash" in res.stdout
         assert "docker rm -f mlfleet-clash-cpu-1" in res.stdout

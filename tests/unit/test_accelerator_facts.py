@@ -1,4 +1,4 @@
-"""Tests for the accelerator_facts module and its parsing code (plugins/module_utils/mlfleet_accelerator.py).
+"""Tests for the accelerator_facts module and its parsing code (plugins/module_utils/accelerator.py).
 
 No GPU here: nvidia-smi is a script in tmp_path that prints a fixture (see fixtures/nvidia_smi/README.md),
 sysfs is a small tree built in tmp_path, /proc is a directory holding a cpuinfo fixture.
@@ -10,9 +10,9 @@ import os
 import stat
 from pathlib import Path
 
-import accelerator_facts
+from ansible_collections.mlfleet.fleet.plugins.modules import accelerator_facts
 import pytest
-from ansible.module_utils.mlfleet_accelerator import (
+from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     INFERENCE_CPU_FLAGS,
     AcceleratorParseError,
     count_numa_nodes,

@@ -75,9 +75,9 @@ def test_the_stock_profile_keeps_ansible_defaults_and_the_project_one_is_the_rep
     project.read(cfgs["project"])
     assert "forks" not in stock["defaults"] and not stock.has_section("ssh_connection")
     assert project["defaults"]["forks"] == "25" and project["ssh_connection"]["pipelining"] == "True"
-    # Both find the project's roles and inventory from wherever the copy lives.
+    # Both find the project's collection and inventory from wherever the copy lives.
     for cfg in (stock, project):
-        assert Path(cfg["defaults"]["roles_path"]) == ROOT / "roles"
+        assert Path(cfg["defaults"]["collections_path"]) == ROOT / "collections"
         assert Path(cfg["defaults"]["inventory"]) == ROOT / "inventories" / "lab"
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from oci import oci_reference
+from ansible_collections.mlfleet.fleet.plugins.filter.oci import oci_reference
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles" / "prometheus"
+ROLE = ROOT / "collections" / "ansible_collections" / "mlfleet" / "fleet" / "roles" / "prometheus"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "prometheus"
 GET_PROMTOOL = Path(__file__).resolve().parent / "tools" / "get_promtool.sh"
 
@@ -33,7 +33,12 @@ INVENTORY = {
         "children": {
             "loadbalancers": {"hosts": {"lb-1": {"ansible_host": "172.28.10.10"}}},
             "inference": {
-                "vars": {"model_server_name": "iris", "model_server_version": "v2", "model_server_metrics_port": 8082},
+                "vars": {
+                    "model_server_name": "iris",
+                    "model_server_version": "v2",
+                    "model_server_image": "registry.lab:5000/iris",
+                    "model_server_metrics_port": 8082,
+                },
                 "children": {
                     "gpu_inference": {
                         "hosts": {
@@ -56,6 +61,7 @@ INVENTORY = {
                             "cpu-2": {
                                 "ansible_host": "172.28.10.22",
                                 "model_server_engine": "custom",
+                                "model_server_custom_profile": {"http_port": 9000, "metrics_port": None},
                                 "model_server_metrics_port": None,
                             },
                         }
@@ -91,6 +97,8 @@ def render(tmp_path: Path, templates: list[str], extra_vars: dict) -> Path:
     out.mkdir()
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(INVENTORY))
     playbook = [
+        # The model services, described as every site playbook does before Prometheus is configured.
+        {"ansible.builtin.import_playbook": str(ROOT / "playbooks" / "services.yml")},
         {
             "name": "Render",
             "hosts": "obs-1",
@@ -183,7 +191,7 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
     assert set(node) == {f"172.28.10.{n}:9100" for n in (10, 11, 12, 21, 22, 30)}
     assert node["172.28.10.11:9100"] == {"host": "gpu-1", "groups": ",gpu_inference,inference,"}
 
-    assert jobs["model"]["metrics_path"] == "/metrics"
+    # Targets, labels and metrics paths come from each host's model service (model_server_service).
     assert targets("model") == {
         "172.28.10.11:8000": {
             "host": "gpu-1",
@@ -191,6 +199,7 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
             "model": "llm",
             "version": "v2",
             "engine": "vllm",
+            "__metrics_path__": "/metrics",
         },
         "172.28.10.12:8082": {
             "host": "gpu-2",
@@ -198,6 +207,7 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
             "model": "iris",
             "version": "v2",
             "engine": "mlserver",
+            "__metrics_path__": "/metrics",
         },
         "172.28.10.21:8082": {
             "host": "cpu-1",
@@ -205,6 +215,7 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
             "model": "iris",
             "version": "v2",
             "engine": "mlserver",
+            "__metrics_path__": "/metrics",
         },
     }
     assert targets("haproxy") == {"172.28.10.10:8404": {"host": "lb-1"}}

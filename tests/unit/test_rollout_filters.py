@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from rollout import rollout_batches
+from ansible_collections.mlfleet.fleet.plugins.filter.rollout import rollout_batches, rollout_plan
 
 HOSTS = ["gpu-1", "gpu-2", "cpu-1", "cpu-2"]
 
@@ -30,14 +30,22 @@ def test_bad_batch_specs_are_named(bad: object) -> None:
         rollout_batches(HOSTS, bad)
 
 
-def test_the_plan_names_batches_and_versions() -> None:
-    from rollout import rollout_plan
-
-    lines = rollout_plan(["gpu-1", "cpu-2", "cpu-1"], [1, "100%"], {"cpu-1": "v1", "cpu-2": "v1", "gpu-1": ""}, "v2")
-    assert lines == [
+def test_the_plan_batches_only_the_hosts_that_change() -> None:
+    targets = [
+        {"host": "gpu-1", "from": "", "to": "v2", "changes": True},
+        {"host": "cpu-2", "from": "v1", "to": "v2", "changes": True},
+        {"host": "cpu-1", "from": "v1", "to": "v2", "changes": True},
+        {"host": "gpu-2", "from": "v2", "to": "v2", "changes": False},
+    ]
+    assert rollout_plan(targets, [1, "100%"]) == [
         "batch 1: cpu-1",
         "batch 2: cpu-2, gpu-1",
         "cpu-1: v1 -> v2",
         "cpu-2: v1 -> v2",
         "gpu-1: nothing -> v2",
+        "gpu-2: v2 (no change)",
     ]
+
+
+def test_a_plan_with_nothing_to_change_has_no_batch() -> None:
+    assert rollout_plan([{"host": "cpu-1", "from": "v2", "to": "v2", "changes": False}], [1]) == ["cpu-1: v2 (no change)"]

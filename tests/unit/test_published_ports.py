@@ -1,0 +1,119 @@
+"""Every published container port of every shipped inventory has a firewall rule that says who may reach it.
+
+For each inventory (lab and example) a playbook describes the services as the site does
+(playbooks/services.yml), then asks the hardening role, with the very parameters playbooks/hosts.yml
+gives it, which forward-chain rules it would write. Nothing connects to a host: all of it runs on
+the controller. The published ports are the ``-p`` specifications the roles run their containers
+with (model_server_service.publish, nvidia_gpu_service.publish).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORIES = ["inventories/lab", "inventories/example"]
+
+
+def hardening_params() -> dict:
+    """The parameters playbooks/hosts.yml passes to the hardening role (the real wiring, not a copy)."""
+    for play in yaml.safe_load((ROOT / "playbooks" / "hosts.yml").read_text()):
+        for role in play.get("roles", []):
+            if isinstance(role, dict) and role.get("role") == "mlfleet.fleet.hardening":
+                return {k: v for k, v in role.items() if k != "role"}
+    raise AssertionError("playbooks/hosts.yml applies no mlfleet.fleet.hardening role")
+
+
+def firewall_view(tmp_path: Path, inventory: str, *extra: str) -> dict[str, dict]:
+    """Per host: the published host ports and the forward-chain rules the hardening role would write."""
+    playbook = [
+        {"ansible.builtin.import_playbook": str(ROOT / "playbooks" / "services.yml")},
+        {
+            "name": "Ask what each host's firewall would let through",
+            "hosts": "all",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "Collect the hardening role's firewall rules",
+                    "ansible.builtin.include_role": {"name": "mlfleet.fleet.hardening", "tasks_from": "rules"},
+                    "vars": hardening_params(),
+                },
+                {
+                    "name": "Show the published ports and the rules",
+                    "ansible.builtin.debug": {
+                        "msg": {
+                            "published": "{{ (model_server_service.publish | default([]))"
+                            " + (nvidia_gpu_service.publish | default([])) }}",
+                            "forward": "{{ hardening_firewall_rules.forward }}",
+                        }
+                    },
+                },
+            ],
+        },
+    ]
+    # The example inventory's secrets come from its vault file; the unencrypted example stands in.
+    vault_example = ROOT / inventory / "group_vars" / "all" / "vault.yml.example"
+    if vault_example.exists():
+        extra = ("-e", f"@{vault_example}", *extra)
+    path = tmp_path / "firewall_view.yml"
+    path.write_text(yaml.safe_dump(playbook, sort_keys=False))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+    )
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / inventory), str(path), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    tasks = json.loads(res.stdout)["plays"][-1]["tasks"]
+    return {host: result["msg"] for host, result in tasks[-1]["hosts"].items()}
+
+
+def unruled_ports(view: dict[str, dict]) -> dict[str, list[int]]:
+    """Per host, the published host ports that no forward rule with sources decides."""
+    missing: dict[str, list[int]] = {}
+    for host, data in view.items():
+        ruled = {int(r["port"]) for r in data["forward"] if r.get("sources")}
+        published = sorted({int(spec.split(":")[-2]) for spec in data["published"]})
+        if unruled := [p for p in published if p not in ruled]:
+            missing[host] = unruled
+    return missing
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_every_published_port_has_a_rule(tmp_path: Path, inventory: str) -> None:
+    view = firewall_view(tmp_path, inventory)
+    assert any(data["published"] for data in view.values()), "no host publishes a port: the test saw nothing"
+    assert unruled_ports(view) == {}
+
+
+def test_the_model_ports_are_derived_from_the_model_service(tmp_path: Path) -> None:
+    view = firewall_view(tmp_path, "inventories/example")
+    # vLLM serves on 8000 on the GPU hosts: its rule comes from the same definition as its port.
+    gpu = view["gpu-a01.ml.example.internal"]
+    assert "0.0.0.0:8000:8000" in gpu["published"]
+    api = next(r for r in gpu["forward"] if r["port"] == 8000)
+    assert sorted(api["sources"]) == ["10.20.0.10", "10.20.3.30"]
+    # The DCGM exporter (9400) answers only the monitoring host.
+    dcgm = next(r for r in gpu["forward"] if r["port"] == 9400)
+    assert dcgm["sources"] == ["10.20.3.30"]
+
+
+def test_a_published_port_without_a_rule_is_found(tmp_path: Path) -> None:
+    # Cut the wiring of the model services' rules: their published ports are then open to anyone.
+    view = firewall_view(tmp_path, "inventories/lab", "-e", json.dumps({"hardening_firewall_docker_ports_model_server": []}))
+    assert unruled_ports(view) == {h: [8080, 8082] for h in ("cpu-1", "cpu-2", "gpu-1", "gpu-2")}
