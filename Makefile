@@ -13,7 +13,7 @@ export ANSIBLE_FORCE_COLOR ?= false
 export PYTHONDONTWRITEBYTECODE := 1
 
 INVENTORY ?= inventories/lab
-PY_DIRS := $(wildcard plugins tests molecule benchmarks mlfleet)
+PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
 .PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge drift bench clean

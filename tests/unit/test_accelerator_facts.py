@@ -10,7 +10,6 @@ import os
 import stat
 from pathlib import Path
 
-from ansible_collections.mlfleet.fleet.plugins.modules import accelerator_facts
 import pytest
 from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     INFERENCE_CPU_FLAGS,
@@ -25,6 +24,7 @@ from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     pci_bus_id_to_sysfs,
     scan_nvidia_pci_devices,
 )
+from ansible_collections.mlfleet.fleet.plugins.modules import accelerator_facts
 from conftest import FIXTURES
 from module_runner import run_module
 

@@ -15,9 +15,14 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ansible_collections.mlfleet.fleet.plugins.modules import model_health
 import pytest
-from ansible_collections.mlfleet.fleet.plugins.module_utils.health import compare_output, latency_stats, percentile, select_output
+from ansible_collections.mlfleet.fleet.plugins.module_utils.health import (
+    compare_output,
+    latency_stats,
+    percentile,
+    select_output,
+)
+from ansible_collections.mlfleet.fleet.plugins.modules import model_health
 from module_runner import run_module
 
 IRIS_OUTPUT = [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [0]}]

@@ -118,7 +118,7 @@ def render(tmp_path: Path, templates: list[str], extra_vars: dict) -> Path:
                     "loop": templates,
                 },
             ],
-        }
+        },
     ]
     (tmp_path / "render.yml").write_text(yaml.safe_dump(playbook))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="false")

@@ -115,5 +115,7 @@ def test_the_model_ports_are_derived_from_the_model_service(tmp_path: Path) -> N
 
 def test_a_published_port_without_a_rule_is_found(tmp_path: Path) -> None:
     # Cut the wiring of the model services' rules: their published ports are then open to anyone.
-    view = firewall_view(tmp_path, "inventories/lab", "-e", json.dumps({"hardening_firewall_docker_ports_model_server": []}))
+    view = firewall_view(
+        tmp_path, "inventories/lab", "-e", json.dumps({"hardening_firewall_docker_ports_model_server": []})
+    )
     assert unruled_ports(view) == {h: [8080, 8082] for h in ("cpu-1", "cpu-2", "gpu-1", "gpu-2")}

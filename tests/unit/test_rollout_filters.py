@@ -48,4 +48,6 @@ def test_the_plan_batches_only_the_hosts_that_change() -> None:
 
 
 def test_a_plan_with_nothing_to_change_has_no_batch() -> None:
-    assert rollout_plan([{"host": "cpu-1", "from": "v2", "to": "v2", "changes": False}], [1]) == ["cpu-1: v2 (no change)"]
+    assert rollout_plan([{"host": "cpu-1", "from": "v2", "to": "v2", "changes": False}], [1]) == [
+        "cpu-1: v2 (no change)"
+    ]

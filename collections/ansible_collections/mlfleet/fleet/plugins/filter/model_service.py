@@ -20,14 +20,18 @@ ANY = ["0.0.0.0/0", "::/0"]
 def _address(value: Any) -> str | None:
     """``value`` as a normalised address or CIDR, or None when it is neither."""
     try:
-        return str(ipaddress.ip_network(str(value), strict=False)) if "/" in str(value) else str(
-            ipaddress.ip_address(str(value))
+        return (
+            str(ipaddress.ip_network(str(value), strict=False))
+            if "/" in str(value)
+            else str(ipaddress.ip_address(str(value)))
         )
     except ValueError:
         return None
 
 
-def allowed_sources(allowed_from: list[Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any], what: str) -> list[str]:
+def allowed_sources(
+    allowed_from: list[Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any], what: str
+) -> list[str]:
     """Resolve inventory group names, addresses/CIDRs and ``any`` to a sorted list of addresses/CIDRs."""
     if not isinstance(allowed_from, list):
         raise AnsibleFilterError(f"{what} must be a list of inventory groups, addresses or 'any', not {allowed_from!r}")
@@ -48,9 +52,7 @@ def allowed_sources(allowed_from: list[Any], groups: Mapping[str, list[str]], ho
         elif (addr := _address(entry)) is not None:
             sources.add(addr)
         else:
-            raise AnsibleFilterError(
-                f"{what}: {entry!r} is neither an inventory group, an address or CIDR, nor 'any'"
-            )
+            raise AnsibleFilterError(f"{what}: {entry!r} is neither an inventory group, an address or CIDR, nor 'any'")
     return sorted(sources)
 
 
@@ -66,7 +68,9 @@ def _port(value: Any, what: str) -> int | None:
     return port
 
 
-def model_service(spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]) -> dict[str, Any]:
+def model_service(
+    spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]
+) -> dict[str, Any]:
     """Describe a model service from the model_server role's settings (see the filter's documentation)."""
     required = ("name", "version", "engine", "profile", "address", "port", "bind_address")
     missing = [key for key in required if spec.get(key) in (None, "")]

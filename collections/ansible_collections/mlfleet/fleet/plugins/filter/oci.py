@@ -1,3 +1,6 @@
+# Copyright: (c) mlfleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Split an OCI image reference the way docker does, so playbooks can ask the registry about it."""
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ def oci_reference(ref: str) -> dict[str, Any]:
     """``registry:5000/team/iris:v2`` -> registry, repository, tag, digest (missing parts are None)."""
     if not isinstance(ref, str) or not ref or any(c.isspace() for c in ref):
         raise AnsibleFilterError(f"oci_reference: {ref!r} is not an image reference")
-    rest, _, digest = ref.partition("@")
+    rest, _at, digest = ref.partition("@")
     first, sep, remainder = rest.partition("/")
     # Like docker: the first component is a registry only if it looks like a host.
     if sep and ("." in first or ":" in first or first == "localhost"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+
 def report_line(hostvars: Mapping[str, Any]) -> str:
     """``host model version digest health p50 p99`` from model_server_state and model_server_gate."""
     host = hostvars.get("inventory_hostname", "?")

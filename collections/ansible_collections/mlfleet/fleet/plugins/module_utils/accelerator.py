@@ -11,8 +11,10 @@ Runs on the managed host: Python standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import subprocess
 from typing import Any
 
 # Order matters: nvidia-smi prints the columns in the order they were queried.
@@ -296,3 +298,33 @@ def count_numa_nodes(sysfs_root: str) -> int | None:
     except OSError:
         return None
     return sum(1 for name in names if re.fullmatch(r"node[0-9]+", name))
+
+
+class CommandTimeout(Exception):
+    """A command did not answer in time."""
+
+
+def run_with_timeout(argv: list[str], timeout: int) -> tuple[int, str, str]:
+    """Run a command with a timeout (AnsibleModule.run_command has none). Raises CommandTimeout.
+
+    A broken driver can leave nvidia-smi in uninterruptible sleep where even SIGKILL does not end it,
+    so after killing it the module waits a few seconds at most instead of hanging with it.
+    """
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env=env,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
+        raise CommandTimeout(f"nvidia-smi did not answer within {timeout} seconds ({' '.join(argv)})") from None
+    return proc.returncode, out, err

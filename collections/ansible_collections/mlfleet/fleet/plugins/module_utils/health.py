@@ -551,7 +551,7 @@ class HealthGate:
         errors = 0
         last_bad: Response | None = None
         last: Response | None = None
-        for _ in range(count):
+        for _attempt in range(count):
             resp = self.client.request(method, path, body)
             last = resp
             good = resp.status in self.http_status if self.protocol == "http" else resp.success

@@ -20,7 +20,7 @@ description:
   - The facts are returned both as C(ansible_facts.accelerators) and as the top-level RV(accelerators) key,
     so they can be used with or without C(register).
 author:
-  - mlfleet contributors
+  - mlfleet contributors (@mlfleet)
 requirements:
   - Linux (reads C(/proc) and C(/sys)).
   - C(nvidia-smi) from the NVIDIA driver for GPU details (optional).
@@ -268,53 +268,23 @@ accelerators:
             fma: true
 """
 
-import contextlib
 import os
-import subprocess
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     GPU_QUERY_ARGS,
     AcceleratorParseError,
+    CommandTimeout,
     count_numa_nodes,
     describe_nvidia_smi_failure,
     parse_cpuinfo,
     parse_cuda_version,
     parse_driver_version,
     parse_gpu_csv,
+    run_with_timeout,
     scan_nvidia_pci_devices,
 )
-
-
-class _Timeout(Exception):
-    pass
-
-
-def _run(argv: list[str], timeout: int) -> tuple[int, str, str]:
-    """Run a command with a timeout (AnsibleModule.run_command has none). Raises _Timeout.
-
-    A broken driver can leave nvidia-smi in uninterruptible sleep where even SIGKILL does not end it,
-    so after killing it the module waits a few seconds at most instead of hanging with it.
-    """
-    env = dict(os.environ, LC_ALL="C", LANG="C")
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        env=env,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=5)
-        raise _Timeout(f"nvidia-smi did not answer within {timeout} seconds ({' '.join(argv)})") from None
-    return proc.returncode, out, err
 
 
 def _find_nvidia_smi(module: AnsibleModule) -> str | None:
@@ -327,7 +297,7 @@ def _find_nvidia_smi(module: AnsibleModule) -> str | None:
 def _gpu_facts(nvidia_smi: str, timeout: int) -> dict[str, Any]:
     facts: dict[str, Any] = {"gpu_driver_error": None, "driver_version": None, "cuda_version": None, "gpus": []}
     try:
-        rc, out, err = _run([nvidia_smi, *GPU_QUERY_ARGS], timeout)
+        rc, out, err = run_with_timeout([nvidia_smi, *GPU_QUERY_ARGS], timeout)
         if rc != 0:
             facts["gpu_driver_error"] = describe_nvidia_smi_failure(rc, out, err)
             return facts
@@ -338,16 +308,16 @@ def _gpu_facts(nvidia_smi: str, timeout: int) -> dict[str, Any]:
             return facts
 
         # CUDA version: `nvidia-smi --version` on newer drivers, else the banner of plain `nvidia-smi`.
-        rc, out, _err = _run([nvidia_smi, "--version"], timeout)
+        rc, out, _err = run_with_timeout([nvidia_smi, "--version"], timeout)
         version_text = out if rc == 0 else ""
         cuda = parse_cuda_version(version_text)
         if cuda is None:
-            rc, out, _err = _run([nvidia_smi], timeout)
+            rc, out, _err = run_with_timeout([nvidia_smi], timeout)
             if rc == 0:
                 version_text = out
                 cuda = parse_cuda_version(out)
         facts["cuda_version"] = cuda
-    except _Timeout as exc:
+    except CommandTimeout as exc:
         facts["gpu_driver_error"] = str(exc)
         return facts
     except OSError as exc:

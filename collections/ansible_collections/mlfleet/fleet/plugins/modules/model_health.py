@@ -26,7 +26,7 @@ description:
     Needs only the Python standard library.
 version_added: "0.1.0"
 author:
-  - mlfleet contributors
+  - mlfleet contributors (@mlfleet)
 options:
   url:
     description:
