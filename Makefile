@@ -1,12 +1,26 @@
 # One entry point for people and CI. Every target that needs the toolchain depends on `setup`,
-# which (re)creates .venv when it is missing or when requirements.txt changed.
+# which (re)creates the virtualenv when it is missing or when its requirements file changed.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+# The supported ansible-core lines (the collection's meta/runtime.yml): 2.19 on Debian 12's Python
+# 3.11 (the default), and 2.21 on Python 3.12 in its own virtualenv (`make CORE=2.21 ...`).
+CORE ?= 2.19
+ifeq ($(CORE),2.19)
+PYTHON ?= python3
 VENV ?= .venv
+REQUIREMENTS ?= requirements.txt
+else ifeq ($(CORE),2.21)
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) $(shell command -v python3.12))
+VENV ?= .venv-core2.21
+REQUIREMENTS ?= requirements-core2.21.txt
+else
+$(error CORE=$(CORE) is not supported: use 2.19 or 2.21)
+endif
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+COLLECTION := collections/ansible_collections/mlfleet/fleet
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= false
@@ -16,24 +30,41 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup lint unit image molecule e2e test lab-up lab-down demo converge drift bench clean
+.PHONY: help setup lint docs sanity collection unit image molecule e2e compat test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
-	python3 -m venv $(VENV)
+$(STAMP): $(REQUIREMENTS)
+	@[ -n "$(PYTHON)" ] || { echo "No Python for ansible-core $(CORE): install Python 3.12 (pyenv install 3.12) or set PYTHON=" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
 	touch $@
 
 setup: $(STAMP) ## Create .venv with the pinned toolchain (only when missing or stale)
 
-lint: setup ## yamllint, ansible-lint (production profile) and ruff over the whole tree
+lint: setup ## yamllint, ansible-lint (production), ruff, FQCN check, role docs up to date
 	yamllint --strict .
 	ansible-lint --profile production --offline
 	ruff check $(PY_DIRS)
 	ruff format --check $(PY_DIRS)
+	python tools/check_fqcn.py
+	python tools/role_docs.py --check
+
+docs: setup ## Regenerate the variables section of every role README from its argument specs
+	python tools/role_docs.py
+
+# ansible-test bootstraps pip in its virtualenvs with a script from ci-files.testing.ansible.com,
+# which is not reachable here; tools/ansible_test_get_pip.py does the same from PyPI.
+sanity: setup ## ansible-test sanity of the collection (each test's pinned requirements, in virtualenvs)
+	@pip_version=$$(sed -n "s/.*pip='\([0-9.]*\)'.*/\1/p" $$(python -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py | head -1); \
+	  cache=$(HOME)/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
+	  [ -e "$$cache" ] || { mkdir -p $$(dirname $$cache) && cp tools/ansible_test_get_pip.py "$$cache"; }
+	cd $(COLLECTION) && ansible-test sanity --venv --requirements --python $$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+collection: setup ## Build the collection tarball into artifacts/collection/
+	ansible-galaxy collection build $(COLLECTION) --output-path artifacts/collection --force
 
 unit: setup ## Unit tests of the Python plugins and modules
 	pytest tests/unit
@@ -50,7 +81,10 @@ molecule: setup image ## Every role's Molecule scenario
 e2e: setup ## End-to-end tests on one shared lab (brings it up, tears it down last)
 	pytest tests/e2e
 
-test: lint unit molecule e2e ## Everything: lint, unit, Molecule, end to end
+compat: ## lint, unit, sanity and the ca_trust Molecule scenario again on ansible-core 2.21 (Python 3.12)
+	$(MAKE) CORE=2.21 lint sanity unit molecule MOLECULE_SCENARIOS=ca_trust
+
+test: lint sanity unit molecule e2e compat ## Everything: lint, sanity, unit, Molecule, end to end, then ansible-core 2.21
 
 # LAB_CPU_HOSTS=N resizes the lab's CPU group to N hosts (benchmarks at fleet scale; see lab/roles/lab).
 LAB_CPU_HOSTS ?=
@@ -80,5 +114,5 @@ bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifac
 	python benchmarks/rollout_bench.py
 	python benchmarks/endpoint_bench.py
 
-clean: lab-down ## Lab down and the toolchain removed
-	rm -rf $(VENV) .cache
+clean: lab-down ## Lab down and the toolchains removed
+	rm -rf .venv .venv-core2.21 .cache

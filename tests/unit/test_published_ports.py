@@ -114,8 +114,18 @@ def test_the_model_ports_are_derived_from_the_model_service(tmp_path: Path) -> N
 
 
 def test_a_published_port_without_a_rule_is_found(tmp_path: Path) -> None:
-    # Cut the wiring of the model services' rules: their published ports are then open to anyone.
+    # Cut the wiring of the exported rules: the published ports are then open to anyone.
     view = firewall_view(
-        tmp_path, "inventories/lab", "-e", json.dumps({"hardening_firewall_docker_ports_model_server": []})
+        tmp_path, "inventories/lab", "-e", json.dumps({"hardening_firewall_docker_ports_dependent": []})
     )
-    assert unruled_ports(view) == {h: [8080, 8082] for h in ("cpu-1", "cpu-2", "gpu-1", "gpu-2")}
+    # The lab's GPU hosts also declare the DCGM exporter (it runs only where a GPU is found).
+    assert unruled_ports(view) == {
+        "cpu-1": [8080, 8082],
+        "cpu-2": [8080, 8082],
+        "gpu-1": [8080, 8082, 9400],
+        "gpu-2": [8080, 8082, 9400],
+    }
+    view = firewall_view(
+        tmp_path, "inventories/example", "-e", json.dumps({"hardening_firewall_docker_ports_dependent": []})
+    )
+    assert unruled_ports(view)["gpu-a01.ml.example.internal"] == [8000, 9400]
