@@ -8,7 +8,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -158,3 +159,40 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 2.0) 
 
 def read_yaml(path: Path) -> object:
     return yaml.safe_load(path.read_text())
+
+
+@contextmanager
+def extra_host(lab: Lab, name: str, address: str) -> Iterator[None]:
+    """A lab host outside the inventory (same image, network, key and labels as lab-up's), removed after use."""
+    container = f"{LAB_NAME}-{name}"
+    run(["docker", "rm", "-f", container])
+    run(
+        [
+            "docker", "run", "-d", "--name", container, "--hostname", name,
+            "--network", LAB_NAME, "--ip", address,
+            "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+            "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+            "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+            "-v", f"{container}-docker:/var/lib/docker", "-e", "container=docker",
+            "--label", f"mlfleet.lab={LAB_NAME}", "--label", f"mlfleet.lab.host={name}",
+            "mlfleet-lab-base:current", "/sbin/init",
+        ],
+        check=True,
+    )  # fmt: skip
+    try:
+        key = (LAB_STATE / "ssh" / "id_ed25519.pub").read_text()
+        run(
+            ["docker", "exec", "-i", container, "sh", "-c",
+             "cat > /home/deploy/.ssh/authorized_keys && chown deploy: /home/deploy/.ssh/authorized_keys "
+             "&& chmod 600 /home/deploy/.ssh/authorized_keys"],
+            input=key,
+            check=True,
+        )  # fmt: skip
+        lab.hosts[name] = address
+        assert wait_for(lambda: lab.ssh(name, "true").returncode == 0, timeout=120), f"{name} never answered over SSH"
+        yield
+    finally:
+        lab.hosts.pop(name, None)
+        run(["docker", "rm", "-f", container])
+        run(["docker", "volume", "rm", "-f", f"{container}-docker"])

@@ -78,10 +78,9 @@ def test_a_pushed_image_can_be_pulled_by_digest(host):
     assert result["digest"].startswith("sha256:") and len(result["blobs"]) == 2
     # The tag now names that digest.
     head = host.run(
-        "python3 -c \"import ssl,urllib.request; r=urllib.request.Request('%s/v2/mol/model/manifests/v1', method='HEAD', "
-        "headers={'Accept': 'application/vnd.oci.image.manifest.v1+json'}); "
+        f"python3 -c \"import ssl,urllib.request; r=urllib.request.Request('{REGISTRY}/v2/mol/model/manifests/v1', "
+        "method='HEAD', headers={'Accept': 'application/vnd.oci.image.manifest.v1+json'}); "
         "print(urllib.request.urlopen(r, context=ssl.create_default_context()).headers['Docker-Content-Digest'])\""
-        % REGISTRY
     )
     assert head.stdout.strip() == result["digest"]
 
