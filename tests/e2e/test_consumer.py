@@ -33,15 +33,6 @@ PLAYBOOK = """
     - role: mlfleet.fleet.container_runtime
       container_runtime_registry_ca_certs: [{registry: "{{ site_registry }}", ca_cert: "{{ site_ca }}"}]
 
-- name: Describe the model services
-  hosts: inference
-  gather_facts: false
-  tasks:
-    - name: Describe the model service of this host
-      ansible.builtin.include_role:
-        name: mlfleet.fleet.model_server
-        tasks_from: service
-
 - name: Run the load balancer
   hosts: loadbalancers
   become: true

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mlfleet.fleet.plugins.filter.model_service import allowed_sources, lb_servers, model_service
+from ansible_collections.mlfleet.fleet.plugins.filter.model_service import (
+    allowed_sources,
+    describe,
+    lb_servers,
+    model_service,
+)
 
 GROUPS = {
     "loadbalancers": ["lb-1"],
@@ -56,7 +61,7 @@ def spec(**over: object) -> dict:
 
 
 def test_every_published_port_gets_its_rule() -> None:
-    svc = model_service(spec(), GROUPS, HOSTVARS)
+    svc = describe(spec(), GROUPS, HOSTVARS)
     assert svc["publish"] == ["0.0.0.0:8080:8080", "0.0.0.0:8082:8082"]
     assert svc["firewall"] == [
         {"port": 8080, "proto": "tcp", "sources": ["10.0.0.10", "10.0.0.30"], "comment": "iris API"},
@@ -67,7 +72,7 @@ def test_every_published_port_gets_its_rule() -> None:
 
 
 def test_vllm_serves_metrics_on_its_api_port() -> None:
-    svc = model_service(spec(engine="vllm", profile=VLLM, port=8000, metrics_port=None), GROUPS, HOSTVARS)
+    svc = describe(spec(engine="vllm", profile=VLLM, port=8000, metrics_port=None), GROUPS, HOSTVARS)
     assert svc["publish"] == ["0.0.0.0:8000:8000"]
     assert svc["metrics"] == {"port": 8000, "path": "/metrics"}
     assert svc["health_path"] == "/health"
@@ -75,20 +80,20 @@ def test_vllm_serves_metrics_on_its_api_port() -> None:
 
 def test_a_grpc_port_needs_someone_allowed() -> None:
     with pytest.raises(AnsibleFilterError, match="model_server_grpc_allowed_from is empty.*gRPC port 8081"):
-        model_service(spec(grpc_port=8081), GROUPS, HOSTVARS)
-    svc = model_service(spec(grpc_port=8081, grpc_allowed_from=["any"]), GROUPS, HOSTVARS)
+        describe(spec(grpc_port=8081), GROUPS, HOSTVARS)
+    svc = describe(spec(grpc_port=8081, grpc_allowed_from=["any"]), GROUPS, HOSTVARS)
     assert svc["firewall"][-1]["sources"] == ["0.0.0.0/0", "::/0"]
 
 
 @pytest.mark.parametrize("port", [0, 65536, "http", -1])
 def test_ports_out_of_range_are_refused(port: object) -> None:
     with pytest.raises(AnsibleFilterError, match="model_server_port must be a port between 1 and 65535"):
-        model_service(spec(port=port), GROUPS, HOSTVARS)
+        describe(spec(port=port), GROUPS, HOSTVARS)
 
 
 def test_one_port_published_twice_is_refused() -> None:
     with pytest.raises(AnsibleFilterError, match="more than once"):
-        model_service(spec(metrics_port=8080), GROUPS, HOSTVARS)
+        describe(spec(metrics_port=8080), GROUPS, HOSTVARS)
 
 
 def test_a_mistyped_group_is_named() -> None:
@@ -109,18 +114,31 @@ def test_addresses_and_cidrs_are_normalised() -> None:
     ]
 
 
-def test_the_lb_servers_come_from_the_services() -> None:
+def test_a_host_is_described_from_its_variables_and_the_role_defaults() -> None:
+    # Only the name and image are set: ports, engine and who may reach them are model_server's defaults.
+    svc = model_service({"inventory_hostname": "cpu-1", "ansible_host": "10.0.1.21", "model_server_name": "iris",
+                         "model_server_version": "v2"}, GROUPS, HOSTVARS)  # fmt: skip
+    assert svc["publish"] == ["0.0.0.0:8080:8080", "0.0.0.0:8082:8082"]
+    assert [r["sources"] for r in svc["firewall"]] == [["10.0.0.10", "10.0.0.30"], ["10.0.0.30"]]
+    assert svc["profile"]["health_protocol"] == "v2"
+    # A host without a model has no service.
+    assert model_service({"inventory_hostname": "lb-1"}, GROUPS, HOSTVARS) == {}
+
+
+def test_an_unknown_engine_is_named() -> None:
+    with pytest.raises(AnsibleFilterError, match="model_server_engine: 'torchserve' is none of"):
+        model_service({"model_server_name": "iris", "model_server_engine": "torchserve"}, GROUPS, HOSTVARS)
+
+
+def test_the_lb_servers_come_from_the_hosts_services() -> None:
     hostvars = {h: dict(v) for h, v in HOSTVARS.items()}
-    hostvars["cpu-1"]["model_server_service"] = model_service(spec(port=9000), GROUPS, HOSTVARS)
-    hostvars["gpu-1"]["model_server_service"] = model_service(
-        spec(name="llm", engine="vllm", profile=VLLM, port=8000, metrics_port=None, address="10.0.1.11"),
-        GROUPS,
-        HOSTVARS,
-    )
+    hostvars["cpu-1"].update(model_server_name="iris", model_server_version="v2", model_server_port=9000)
+    hostvars["gpu-1"].update(model_server_name="llm", model_server_version="1", model_server_engine="vllm",
+                             model_server_port=8000, model_server_metrics_port=None)  # fmt: skip
     assert lb_servers({"name": "iris", "port": 8000}, GROUPS, hostvars, "inference") == [
         {"name": "cpu-1", "address": "10.0.1.21", "port": 9000, "health_path": "/v2/models/iris/ready", "weight": 100}
     ]
     llm = lb_servers({"name": "llm", "port": 8001, "weights": {"gpu_inference": 10}}, GROUPS, hostvars, "inference")
     assert [(s["name"], s["port"], s["health_path"], s["weight"]) for s in llm] == [("gpu-1", 8000, "/health", 10)]
-    # A host without a described service is no server: the role refuses an empty backend.
-    assert lb_servers({"name": "iris", "port": 8000}, GROUPS, HOSTVARS, "inference") == []
+    # A host serving no model (or another one) is no server of this backend.
+    assert lb_servers({"name": "other", "port": 8002}, GROUPS, hostvars, "inference") == []

@@ -97,8 +97,6 @@ def render(tmp_path: Path, templates: list[str], extra_vars: dict) -> Path:
     out.mkdir()
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(INVENTORY))
     playbook = [
-        # The model services, described as every site playbook does before Prometheus is configured.
-        {"ansible.builtin.import_playbook": str(ROOT / "playbooks" / "services.yml")},
         {
             "name": "Render",
             "hosts": "obs-1",

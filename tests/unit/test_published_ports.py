@@ -1,10 +1,11 @@
 """Every published container port of every shipped inventory has a firewall rule that says who may reach it.
 
-For each inventory (lab and example) a playbook describes the services as the site does
-(playbooks/services.yml), then asks the hardening role, with the very parameters playbooks/hosts.yml
-gives it, which forward-chain rules it would write. Nothing connects to a host: all of it runs on
-the controller. The published ports are the ``-p`` specifications the roles run their containers
-with (model_server_service.publish, nvidia_gpu_service.publish).
+For each inventory (lab and example) a playbook runs the plays of playbooks/hosts.yml that come
+before the host roles (they describe what the NVIDIA stack publishes), then asks the hardening role,
+with the very parameters playbooks/hosts.yml gives it, which forward-chain rules it would write.
+Nothing connects to a host: all of it runs on the controller. The published ports are the ``-p``
+specifications the roles run their containers with (the model service's ``publish``, computed by
+the same filter the model_server role uses, and nvidia_gpu_service.publish).
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ ROOT = Path(__file__).resolve().parents[2]
 INVENTORIES = ["inventories/lab", "inventories/example"]
 
 
-def hardening_params() -> dict:
-    """The parameters playbooks/hosts.yml passes to the hardening role (the real wiring, not a copy)."""
-    for play in yaml.safe_load((ROOT / "playbooks" / "hosts.yml").read_text()):
+def site_wiring() -> tuple[list[dict], dict]:
+    """From playbooks/hosts.yml (the real wiring, not a copy): the plays before the hardening role's,
+    and the parameters it passes to that role."""
+    plays = yaml.safe_load((ROOT / "playbooks" / "hosts.yml").read_text())
+    for n, play in enumerate(plays):
         for role in play.get("roles", []):
             if isinstance(role, dict) and role.get("role") == "mlfleet.fleet.hardening":
-                return {k: v for k, v in role.items() if k != "role"}
+                return plays[:n], {k: v for k, v in role.items() if k != "role"}
     raise AssertionError("playbooks/hosts.yml applies no mlfleet.fleet.hardening role")
 
 
 def firewall_view(tmp_path: Path, inventory: str, *extra: str) -> dict[str, dict]:
     """Per host: the published host ports and the forward-chain rules the hardening role would write."""
+    before, params = site_wiring()
     playbook = [
-        {"ansible.builtin.import_playbook": str(ROOT / "playbooks" / "services.yml")},
+        *before,
         {
             "name": "Ask what each host's firewall would let through",
             "hosts": "all",
@@ -43,14 +47,14 @@ def firewall_view(tmp_path: Path, inventory: str, *extra: str) -> dict[str, dict
                 {
                     "name": "Collect the hardening role's firewall rules",
                     "ansible.builtin.include_role": {"name": "mlfleet.fleet.hardening", "tasks_from": "rules"},
-                    "vars": hardening_params(),
+                    "vars": params,
                 },
                 {
                     "name": "Show the published ports and the rules",
                     "ansible.builtin.debug": {
                         "msg": {
-                            "published": "{{ (model_server_service.publish | default([]))"
-                            " + (nvidia_gpu_service.publish | default([])) }}",
+                            "published": "{{ ((hostvars[inventory_hostname] | mlfleet.fleet.model_service(groups,"
+                            " hostvars)).publish | default([])) + (nvidia_gpu_service.publish | default([])) }}",
                             "forward": "{{ hardening_firewall_rules.forward }}",
                         }
                     },

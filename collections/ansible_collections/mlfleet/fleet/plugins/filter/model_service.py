@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import yaml
 from ansible.errors import AnsibleFilterError
+
+# The model_server role of this collection: its defaults and engine profiles are read from its own
+# files, so that a service can be described from any host's variables (hostvars) without running
+# the role there, and no default is written twice.
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "model_server"
 
 # The health endpoint the load balancer checks, per health protocol of the engine profile.
 HEALTH_PATHS = {"v2": "/v2/models/{name}/ready", "openai": "/health"}
@@ -68,10 +76,58 @@ def _port(value: Any, what: str) -> int | None:
     return port
 
 
+SETTINGS = (
+    "name",
+    "version",
+    "engine",
+    "custom_profile",
+    "port",
+    "metrics_port",
+    "grpc_port",
+    "bind_address",
+    "api_allowed_from",
+    "metrics_allowed_from",
+    "grpc_allowed_from",
+)
+
+
+@lru_cache(maxsize=1)
+def role_defaults() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The model_server role's defaults of the service settings, and its engine profiles."""
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    profiles = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["__model_server_profiles"]
+    settings = {key: defaults[f"model_server_{key}"] for key in SETTINGS}
+    if any(isinstance(v, str) and "{{" in v for v in settings.values()):
+        raise AnsibleFilterError("model_service: a service setting among model_server's defaults is a template")
+    return settings, profiles
+
+
 def model_service(
-    spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]
+    variables: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Describe a model service from the model_server role's settings (see the filter's documentation)."""
+    """Describe the model service of a host from its variables (``hostvars[host]``, or the role's own).
+
+    Settings the variables lack take the model_server role's defaults, so the service of any host can
+    be described anywhere (a load balancer, Prometheus, a run limited with --limit). A host that
+    serves no model (no ``model_server_name``) has no service: ``{}``.
+    """
+    defaults, profiles = role_defaults()
+    settings = {key: variables.get(f"model_server_{key}", default) for key, default in defaults.items()}
+    if not settings["name"]:
+        return {}
+    engine = settings["engine"]
+    if engine == "custom":
+        profile = {**profiles["mlserver"], **(settings["custom_profile"] or {})}
+    elif engine in profiles:
+        profile = profiles[engine]
+    else:
+        raise AnsibleFilterError(f"model_server_engine: {engine!r} is none of {', '.join(sorted(profiles))}, custom")
+    address = variables.get("ansible_host", variables.get("inventory_hostname"))
+    return describe({**settings, "profile": profile, "address": address}, groups, hostvars)
+
+
+def describe(spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]) -> dict[str, Any]:
+    """The service of explicit settings and an engine profile (ports, rules, health and metrics paths)."""
     required = ("name", "version", "engine", "profile", "address", "port", "bind_address")
     missing = [key for key in required if spec.get(key) in (None, "")]
     if missing:
@@ -117,6 +173,7 @@ def model_service(
         "engine": spec["engine"],
         "address": str(spec["address"]),
         "port": api,
+        "profile": dict(profile),
         "health_protocol": protocol,
         "health_path": HEALTH_PATHS[protocol].format(name=name),
         "metrics": metrics_endpoint,
@@ -128,13 +185,17 @@ def model_service(
 def lb_servers(
     model: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any], default_group: str
 ) -> list[dict[str, Any]]:
-    """The load balancer's servers of one model: every host of the model's group whose service serves it."""
+    """The load balancer's servers of one model: every host of the model's group whose service serves it.
+
+    The services are described from the hosts' variables here, so a run limited to the load balancer
+    (``--limit``) renders every server.
+    """
     group = model.get("group") or default_group
     weights = model.get("weights") or {}
     servers = []
     for host in groups.get(group, []):
-        service = hostvars[host].get("model_server_service")
-        if not isinstance(service, Mapping) or service.get("name") != model.get("name"):
+        service = model_service(hostvars[host], groups, hostvars)
+        if service.get("name") != model.get("name"):
             continue
         weight = 100
         # The last matching key wins: a host name or a group the host belongs to.
