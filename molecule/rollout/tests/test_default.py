@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import testinfra
 
-# Every test runs once, from the load balancer's host; the model host is reached through `model`.
-testinfra_hosts = ["mol-rollout-edge"]
+# The hosts are reached by container name (docker://): the inventory's ansible_host is the address
+# the services are derived from, which testinfra's ansible backend would take for the container.
+testinfra_hosts = ["docker://mol-rollout-edge"]
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 LEDGER = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "artifacts" / "ledger" / "deployments.jsonl"
 INFER = (
@@ -29,8 +31,8 @@ def edge(host):
 
 
 @pytest.fixture()
-def model(host):
-    return host.get_host(f"ansible://mol-rollout-model?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+def model():
+    return testinfra.get_host("docker://mol-rollout-model")
 
 
 def infer_through_haproxy(edge) -> dict:
@@ -55,7 +57,8 @@ def rollout(version: str) -> subprocess.CompletedProcess:
         "-e",
         f"rollout_ledger_file={LEDGER}",
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ), check=False)
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="false", ANSIBLE_NOCOLOR="true")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 def ledger() -> list[dict]:
@@ -68,16 +71,17 @@ def test_an_inference_answers_through_haproxy(edge):
     assert answer["model_version"] == "v1"
 
 
-def test_the_model_runs_hardened_and_pinned_by_digest(model):
+def test_the_model_runs_hardened_and_pinned_by_digest(edge, model):
     info = container(model)
     assert info["Config"]["Image"].startswith("172.28.94.10:5000/mol-iris@sha256:")
     assert info["HostConfig"]["ReadonlyRootfs"] is True
     assert info["HostConfig"]["CapDrop"] == ["ALL"]
     assert info["Config"]["User"] == "10001:10001"
-    # The digest it runs is the one the registry serves for the tag.
+    # The digest it runs is the one the registry serves for its version's tag.
+    tag = info["Config"]["Labels"]["io.mlfleet.model.version"]
     head = model.check_output(
         'python3 -c "import ssl,urllib.request; r=urllib.request.Request('
-        "'https://172.28.94.10:5000/v2/mol-iris/manifests/v1', method='HEAD', headers={'Accept': "
+        f"'https://172.28.94.10:5000/v2/mol-iris/manifests/{tag}', method='HEAD', headers={{'Accept': "
         "'application/vnd.docker.distribution.manifest.v2+json'}); "
         "print(urllib.request.urlopen(r, context=ssl.create_default_context()).headers['Docker-Content-Digest'])\""
     )
@@ -104,9 +108,11 @@ def test_a_bad_version_is_stopped_by_the_gate_and_rolled_back(edge, model):
     before = len(ledger())
     res = rollout("v3-bad")
     assert res.returncode != 0
-    assert "Rollout of iris v3-bad stopped at mol-rollout-model (gate)" in res.stdout
-    assert "check 'infer' failed" in res.stdout
-    assert "expected [0] got [1]" in res.stdout
+    # Molecule's ansible.cfg sends failures to stderr (display_failed_stderr).
+    out = res.stdout + res.stderr
+    assert "Rollout of iris v3-bad stopped at mol-rollout-model (gate)" in out, out[-3000:]
+    assert "check 'infer' failed" in out
+    assert "expected [0] got [1]" in out
     assert container(model)["Config"]["Labels"]["io.mlfleet.model.version"] == "v2"
     answer = infer_through_haproxy(edge)
     assert (answer["model_version"], answer["outputs"][0]["data"]) == ("v2", [0])
