@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 readme_path.write_text(updated)
     if args.check and stale:
-        print(f"out of date: {', '.join(stale)} (README variables differ from meta/argument_specs.yml); run `make docs`")
+        names = ", ".join(stale)
+        print(f"out of date: {names} (README variables differ from meta/argument_specs.yml); run `make docs`")
         return 1
     print(("updated: " + ", ".join(stale)) if stale and not args.check else "role READMEs match their argument specs")
     return 0

@@ -11,10 +11,9 @@ Runs on the managed host: Python standard library only.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import subprocess
+import threading
 from typing import Any
 
 # Order matters: nvidia-smi prints the columns in the order they were queried.
@@ -304,27 +303,33 @@ class CommandTimeout(Exception):
     """A command did not answer in time."""
 
 
-def run_with_timeout(argv: list[str], timeout: int) -> tuple[int, str, str]:
-    """Run a command with a timeout (AnsibleModule.run_command has none). Raises CommandTimeout.
+def run_with_timeout(module: Any, argv: list[str], timeout: int) -> tuple[int, str, str]:
+    """``module.run_command`` with a deadline: a watchdog kills the command once it passes (run_command
+    has no timeout of its own). Raises CommandTimeout when it fired.
 
-    A broken driver can leave nvidia-smi in uninterruptible sleep where even SIGKILL does not end it,
-    so after killing it the module waits a few seconds at most instead of hanging with it.
+    A process that SIGKILL cannot end (a broken driver can leave nvidia-smi in uninterruptible sleep)
+    still holds run_command; the nvidia_gpu role bounds its tasks with the task keyword ``timeout``.
     """
-    env = dict(os.environ, LC_ALL="C", LANG="C")
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        env=env,
-    )
+    fired = threading.Event()
+    timers: list[threading.Timer] = []
+
+    def watch(proc: Any) -> None:
+        def expire() -> None:
+            fired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=5)
-        raise CommandTimeout(f"nvidia-smi did not answer within {timeout} seconds ({' '.join(argv)})") from None
-    return proc.returncode, out, err
+        rc, out, err = module.run_command(
+            argv, environ_update={"LC_ALL": "C", "LANG": "C"}, before_communicate_callback=watch
+        )
+    finally:
+        for timer in timers:
+            timer.cancel()
+    if fired.is_set():
+        raise CommandTimeout(f"nvidia-smi did not answer within {timeout} seconds ({' '.join(argv)})")
+    return rc, out, err

@@ -294,10 +294,10 @@ def _find_nvidia_smi(module: AnsibleModule) -> str | None:
     return module.get_bin_path("nvidia-smi")
 
 
-def _gpu_facts(nvidia_smi: str, timeout: int) -> dict[str, Any]:
+def _gpu_facts(module: AnsibleModule, nvidia_smi: str, timeout: int) -> dict[str, Any]:
     facts: dict[str, Any] = {"gpu_driver_error": None, "driver_version": None, "cuda_version": None, "gpus": []}
     try:
-        rc, out, err = run_with_timeout([nvidia_smi, *GPU_QUERY_ARGS], timeout)
+        rc, out, err = run_with_timeout(module, [nvidia_smi, *GPU_QUERY_ARGS], timeout)
         if rc != 0:
             facts["gpu_driver_error"] = describe_nvidia_smi_failure(rc, out, err)
             return facts
@@ -308,11 +308,11 @@ def _gpu_facts(nvidia_smi: str, timeout: int) -> dict[str, Any]:
             return facts
 
         # CUDA version: `nvidia-smi --version` on newer drivers, else the banner of plain `nvidia-smi`.
-        rc, out, _err = run_with_timeout([nvidia_smi, "--version"], timeout)
+        rc, out, _err = run_with_timeout(module, [nvidia_smi, "--version"], timeout)
         version_text = out if rc == 0 else ""
         cuda = parse_cuda_version(version_text)
         if cuda is None:
-            rc, out, _err = run_with_timeout([nvidia_smi], timeout)
+            rc, out, _err = run_with_timeout(module, [nvidia_smi], timeout)
             if rc == 0:
                 version_text = out
                 cuda = parse_cuda_version(out)
@@ -359,7 +359,7 @@ def main() -> None:
 
     nvidia_smi = _find_nvidia_smi(module)
     if nvidia_smi:
-        gpu = _gpu_facts(nvidia_smi, timeout)
+        gpu = _gpu_facts(module, nvidia_smi, timeout)
     else:
         gpu = {"gpu_driver_error": None, "driver_version": None, "cuda_version": None, "gpus": []}
 
