@@ -1,8 +1,9 @@
 """Fail when a module, filter or role of the mlfleet.fleet collection is called by its short name.
 
 Scans every YAML and Jinja file of the repository (the collection, playbooks, the lab, Molecule,
-inventories) and reports each place that names one of the collection's modules, filters or roles
-without its ``mlfleet.fleet.`` prefix. ``make lint`` runs it; exit 1 lists the places.
+inventories), and the playbooks that Python tests write as strings, and reports each place that
+names one of the collection's modules, filters or roles without its ``mlfleet.fleet.`` prefix.
+``make lint`` runs it; exit 1 lists the places.
 
     python tools/check_fqcn.py [ROOT]
 """
@@ -17,7 +18,9 @@ from pathlib import Path
 import yaml
 
 FQCN = "mlfleet.fleet"
-SKIP_DIRS = {".venv", ".lab", ".cache", "artifacts", ".git", "node_modules", "output"}
+SKIP_DIRS = {".venv", ".venv-core2.21", ".lab", ".cache", "artifacts", ".git", "node_modules", "output"}
+# The unit test of this check plants short names on purpose.
+SKIP_FILES = {"tests/unit/test_check_fqcn.py"}
 
 
 def collection_names(root: Path) -> tuple[set[str], set[str], set[str]]:
@@ -31,7 +34,12 @@ def collection_names(root: Path) -> tuple[set[str], set[str], set[str]]:
 
 def files(root: Path) -> Iterator[Path]:
     for path in sorted(root.rglob("*")):
-        if path.suffix in (".yml", ".yaml", ".j2") and not SKIP_DIRS & set(path.relative_to(root).parts):
+        rel = path.relative_to(root)
+        if (
+            path.suffix in (".yml", ".yaml", ".j2", ".py")
+            and not SKIP_DIRS & set(rel.parts)
+            and str(rel) not in SKIP_FILES
+        ):
             yield path
 
 
@@ -48,6 +56,9 @@ def walk(node: object) -> Iterator[dict]:
 def problems(root: Path) -> list[str]:
     modules, filters, roles = collection_names(root)
     filter_re = re.compile(r"(?:\|\s*|map\(\s*['\"]|select\(\s*['\"])(" + "|".join(sorted(filters)) + r")\b")
+    # Playbooks written as strings in Python (Molecule verifiers, tests): `role: <name>`, `<module>:`.
+    role_re = re.compile(r"\brole:\s*['\"]?(" + "|".join(sorted(roles)) + r")\b(?!\.)")
+    module_re = re.compile(r"(?:^|\\n|['\"])\s*-?\s*(" + "|".join(sorted(modules)) + r"):")
     found: list[str] = []
     for path in files(root):
         rel = path.relative_to(root)
@@ -55,6 +66,17 @@ def problems(root: Path) -> list[str]:
         for n, line in enumerate(text.splitlines(), start=1):
             for m in filter_re.finditer(line):
                 found.append(f"{rel}:{n}: filter '{m.group(1)}' without its FQCN ({FQCN}.{m.group(1)})")
+        if path.suffix == ".py":
+            for n, line in enumerate(text.splitlines(), start=1):
+                found += [
+                    f"{rel}:{n}: role '{m.group(1)}' without its FQCN ({FQCN}.{m.group(1)})"
+                    for m in role_re.finditer(line)
+                ]
+                found += [
+                    f"{rel}:{n}: module '{m.group(1)}' without its FQCN ({FQCN}.{m.group(1)})"
+                    for m in module_re.finditer(line)
+                ]
+            continue
         if path.suffix == ".j2":
             continue
         try:

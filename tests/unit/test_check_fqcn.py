@@ -43,11 +43,14 @@ def test_short_names_are_reported(tmp_path: Path) -> None:
         msg: "{{ image | oci_reference }} {{ images | map('oci_reference') }} {{ image | mlfleet.fleet.oci_reference }}"
 """,
     )
+    # A playbook written as a string by a Python test counts too.
+    (root / "test_x.py").write_text('PLAYBOOK = "- hosts: all\\n  roles:\\n    - role: model_server\\n"\n')
     found = check_fqcn.problems(root)
-    assert len(found) == 5, found
+    assert len(found) == 6, found
+    assert any(f.startswith("test_x.py:1: role 'model_server'") for f in found)
     assert any("module 'model_health'" in f for f in found)
     assert sum("filter 'oci_reference'" in f for f in found) == 2
-    assert sum("role 'model_server'" in f for f in found) == 2
+    assert sum("role 'model_server'" in f for f in found) == 3
     assert check_fqcn.main(["check_fqcn", str(root)]) == 1
 
 

@@ -117,7 +117,7 @@ def test_a_wrong_input_type_fails_before_any_change(host, tmp_path):
     before = host.check_output("sha256sum /etc/docker/daemon.json; systemctl show docker -p MainPID --value")
     playbook = tmp_path / "bad.yml"
     playbook.write_text(
-        "- hosts: all\n  gather_facts: false\n  roles:\n    - role: container_runtime\n"
+        "- hosts: all\n  gather_facts: false\n  roles:\n    - role: mlfleet.fleet.container_runtime\n"
         "      container_runtime_registry_ca_certs: registry.mol.test:5000=/tmp/ca.crt\n"
     )
     res = subprocess.run(

@@ -76,7 +76,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Gather accelerator facts
-  accelerator_facts:
+  mlfleet.fleet.accelerator_facts:
 
 - name: Fail where a GPU is on the PCI bus but the driver does not answer
   ansible.builtin.assert:
@@ -88,7 +88,7 @@ EXAMPLES = r"""
       {{ ansible_facts.accelerators.gpu_driver_error | default('no error text', true) }}
 
 - name: Use a driver installed outside PATH, with a short timeout
-  accelerator_facts:
+  mlfleet.fleet.accelerator_facts:
     nvidia_smi_path: /usr/local/nvidia/bin/nvidia-smi
     timeout: 10
   register: accel

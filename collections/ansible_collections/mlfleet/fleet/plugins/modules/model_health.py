@@ -187,7 +187,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Gate the rollout of the iris model on MLServer (v2)
-  model_health:
+  mlfleet.fleet.model_health:
     url: "http://{{ inventory_hostname }}:8080"
     protocol: v2
     model: iris
@@ -206,7 +206,7 @@ EXAMPLES = r"""
   delegate_to: localhost
 
 - name: Check a regression model's output within a tolerance, picking the output by name
-  model_health:
+  mlfleet.fleet.model_health:
     url: https://triton.ml.example.internal:8000
     model: house_prices
     model_version: "3"
@@ -217,7 +217,7 @@ EXAMPLES = r"""
     ca_path: /etc/pki/mlfleet/ca.pem
 
 - name: Gate a vLLM server on a real completion, not only on /health
-  model_health:
+  mlfleet.fleet.model_health:
     url: http://gpu-07:8000
     protocol: openai
     model: meta-llama/Llama-3.1-8B-Instruct
@@ -242,7 +242,7 @@ EXAMPLES = r"""
     msg: "p99 {{ gate.latency.p99_ms }} ms over {{ gate.latency.count }} requests"
 
 - name: Wait for a plain HTTP endpoint to answer 200 or 204
-  model_health:
+  mlfleet.fleet.model_health:
     url: http://feature-store:9000
     protocol: http
     http_path: /healthz
