@@ -16,12 +16,17 @@ from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     AcceleratorParseError,
     count_numa_nodes,
     describe_nvidia_smi_failure,
+    format_cpulist,
     normalize_value,
     parse_cpuinfo,
+    parse_cpulist,
     parse_cuda_version,
     parse_driver_version,
     parse_gpu_csv,
+    parse_gpu_list,
+    parse_memtotal_mib,
     pci_bus_id_to_sysfs,
+    scan_numa_nodes,
     scan_nvidia_pci_devices,
 )
 from ansible_collections.mlfleet.fleet.plugins.modules import accelerator_facts
@@ -159,6 +164,56 @@ def test_driver_error_description():
     assert describe_nvidia_smi_failure(1, "", "") == "nvidia-smi printed nothing (nvidia-smi exit code 1)"
 
 
+def test_gpu_list_with_mig_devices():
+    listed = parse_gpu_list(fixture("list_mig.txt"))
+    assert sorted(listed) == [0, 1]
+    assert listed[0][0] == {"profile": "3g.20gb", "device": 0, "uuid": "MIG-5c1f9e2a-7d43-5b08-a6e1-3f2d8c9b0a47"}
+    assert [device["device"] for device in listed[0]] == [0, 1, 2, 3]
+    assert listed[1] == []
+
+
+def test_gpu_list_without_mig_and_empty():
+    assert parse_gpu_list("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-6a2c1e7b-0f4d-3b8a-9c5e-1d7f2a4b6c80)\n") == {0: []}
+    assert parse_gpu_list("") == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  MIG 1g.5gb     Device  0: (UUID: MIG-fb42055e-9e53-5764-9278-438605a3014c)\n",  # no GPU line before it
+        "No devices were found\n",
+    ],
+)
+def test_gpu_list_refuses_other_output(text):
+    with pytest.raises(AcceleratorParseError):
+        parse_gpu_list(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("0-3", [0, 1, 2, 3]), ("0-1,4-5\n", [0, 1, 4, 5]), ("7", [7]), ("", []), (" 2 , 0-1 ", [0, 1, 2])],
+)
+def test_parse_cpulist(text, cpus):
+    assert parse_cpulist(text) == cpus
+
+
+@pytest.mark.parametrize("text", ["0-", "a", "3-1", "0;1", "-1"])
+def test_parse_cpulist_refuses_garbage(text):
+    with pytest.raises(ValueError):
+        parse_cpulist(text)
+
+
+@pytest.mark.parametrize(("cpus", "text"), [([0, 1, 2, 3, 8], "0-3,8"), ([5], "5"), ([], ""), ([3, 1, 2, 2], "1-3")])
+def test_format_cpulist(cpus, text):
+    assert format_cpulist(cpus) == text
+
+
+def test_memtotal():
+    assert parse_memtotal_mib("MemTotal:       16384000 kB\n") == 16000
+    assert parse_memtotal_mib("Node 1 MemTotal:       2048 kB") == 2
+    assert parse_memtotal_mib("nothing") is None
+
+
 def test_cpuinfo_two_sockets_with_amx():
     cpu = parse_cpuinfo(fixture("cpuinfo_2socket_spr.txt"))
     assert cpu["logical_cores"] == 8
@@ -215,15 +270,30 @@ def host(tmp_path: Path) -> dict[str, str]:
     nodes = sysfs / "devices" / "system" / "node"
     for name in ("node0", "node1", "possible", "online"):
         (nodes / name).mkdir(parents=True)
+    # The 2-socket cpuinfo fixture: CPUs 0-1 and 4-5 on socket 0, 2-3 and 6-7 on socket 1.
+    for node, cpulist, kib in ((0, "0-1,4-5", 263855100), (1, "2-3,6-7", 264214372)):
+        (nodes / f"node{node}" / "cpulist").write_text(cpulist + "\n")
+        (nodes / f"node{node}" / "meminfo").write_text(
+            f"Node {node} MemTotal:       {kib} kB\nNode {node} MemFree:        1000 kB\n"
+        )
     proc = tmp_path / "proc"
     proc.mkdir()
     (proc / "cpuinfo").write_text(fixture("cpuinfo_2socket_spr.txt"))
+    (proc / "meminfo").write_text("MemTotal:       528069472 kB\nMemFree:        1000 kB\n")
     return {"sysfs_root": str(sysfs), "proc_root": str(proc)}
 
 
-def fake_nvidia_smi(tmp_path: Path, query: str | None, rc: int = 0, version: str | None = "version_550.txt") -> str:
-    """An executable that answers the GPU query with fixture ``query`` (exit ``rc``) and ``--version``
-    with fixture ``version`` (or exits 4, like drivers that lack the option, when it is None)."""
+def fake_nvidia_smi(
+    tmp_path: Path,
+    query: str | None,
+    rc: int = 0,
+    version: str | None = "version_550.txt",
+    listing: str = "list_mig.txt",
+    listing_rc: int = 0,
+) -> str:
+    """An executable that answers the GPU query with fixture ``query`` (exit ``rc``), ``--version``
+    with fixture ``version`` (or exits 4, like drivers that lack the option, when it is None) and ``-L``
+    with fixture ``listing`` (exit ``listing_rc``)."""
     script = tmp_path / "bin" / "nvidia-smi"
     script.parent.mkdir(exist_ok=True)
     version_branch = f'cat "{NVSMI / version}"; exit 0' if version else 'echo "Invalid combination"; exit 4'
@@ -232,6 +302,7 @@ def fake_nvidia_smi(tmp_path: Path, query: str | None, rc: int = 0, version: str
         'case "$1" in\n'
         f'  --query-gpu=*) cat "{NVSMI / query}"; exit {rc} ;;\n'
         f"  --version) {version_branch} ;;\n"
+        f'  -L) cat "{NVSMI / listing}"; exit {listing_rc} ;;\n'
         f'  *) cat "{NVSMI / "summary_535.txt"}"; exit 0 ;;\n'
         "esac\n"
     )
@@ -246,11 +317,16 @@ def test_scan_pci_and_numa(host):
         {"address": "0000:9a:00.0", "device_id": "0x2330", "class": "0x030200", "driver": None, "numa_node": 1},
     ]
     assert count_numa_nodes(host["sysfs_root"]) == 2
+    assert scan_numa_nodes(host["sysfs_root"]) == [
+        {"node": 0, "cpus": [0, 1, 4, 5], "cpulist": "0-1,4-5", "memory_total_mib": 257670},
+        {"node": 1, "cpus": [2, 3, 6, 7], "cpulist": "2-3,6-7", "memory_total_mib": 258021},
+    ]
 
 
 def test_scan_missing_sysfs(tmp_path):
     assert scan_nvidia_pci_devices(str(tmp_path)) == []
     assert count_numa_nodes(str(tmp_path)) is None
+    assert scan_numa_nodes(str(tmp_path)) == []
 
 
 # --- module end to end ------------------------------------------------------------------------------------------
@@ -276,9 +352,16 @@ def test_module_eight_gpus(tmp_path, host):
         "physical_cores": 4,
         "sockets": 2,
         "numa_nodes": 2,
+        "numa": [
+            {"node": 0, "cpus": [0, 1, 4, 5], "cpulist": "0-1,4-5", "memory_total_mib": 257670},
+            {"node": 1, "cpus": [2, 3, 6, 7], "cpulist": "2-3,6-7", "memory_total_mib": 258021},
+        ],
         "model_name": "Intel(R) Xeon(R) Platinum 8480+",
         "flags": {flag: True for flag in INFERENCE_CPU_FLAGS},
     }
+    assert facts["memory_total_mib"] == 515692
+    # MIG is off on every H100 here: nvidia-smi -L is not run, and no GPU has MIG devices.
+    assert all(gpu["mig_devices"] == [] for gpu in facts["gpus"])
 
 
 def test_module_cuda_version_from_banner_when_version_option_fails(tmp_path, host):
@@ -287,6 +370,21 @@ def test_module_cuda_version_from_banner_when_version_option_fails(tmp_path, hos
     assert facts["cuda_version"] == "12.2"
     assert facts["driver_version"] == "535.161.08"
     assert [gpu["mig_enabled"] for gpu in facts["gpus"]] == [True, False]
+    assert [device["profile"] for device in facts["gpus"][0]["mig_devices"]] == [
+        "3g.20gb",
+        "2g.10gb",
+        "1g.5gb",
+        "1g.5gb",
+    ]
+    assert facts["gpus"][0]["mig_devices"][2]["uuid"] == "MIG-2e6b8d41-9c05-5a73-b1f8-0d7e5c3a2b96"
+    assert facts["gpus"][1]["mig_devices"] == []
+
+
+def test_module_failing_mig_listing_is_a_driver_error(tmp_path, host):
+    nvsmi = fake_nvidia_smi(tmp_path, "mig_enabled.csv", listing="driver_error.txt", listing_rc=9)
+    facts = run_module(accelerator_facts, {**host, "nvidia_smi_path": nvsmi})["accelerators"]
+    assert facts["gpu_driver_error"].startswith("listing MIG devices: NVIDIA-SMI has failed")
+    assert facts["gpu_driver_error"].endswith("(nvidia-smi exit code 9)")
 
 
 def test_module_found_in_path(tmp_path, host, monkeypatch):

@@ -75,6 +75,8 @@ def test_the_mig_state_is_reported_and_a_hardware_change_shows_as_drift(host, ru
     assert "GPU 0 (NVIDIA A100-SXM4-40GB): MIG Enabled; GPU 1 (NVIDIA A100-SXM4-40GB): MIG Disabled" in out, out
     # --diff shows the inventory drifting to the two new GPUs; --check left the file as it was.
     assert '+  "gpu_count": 2' in out and "GPU-8e3f1b6a-2d74-c95e-0a1f-7b4c8d2e5f31" in out, out
+    # With MIG on, the module lists GPU 0's MIG devices (nvidia-smi -L) and the inventory records them.
+    assert '"profile": "3g.20gb"' in out and "MIG-5c1f9e2a-7d43-5b08-a6e1-3f2d8c9b0a47" in out, out
     assert host.file("/etc/mlfleet/gpu.json").content_string == before
 
 

@@ -299,6 +299,113 @@ def count_numa_nodes(sysfs_root: str) -> int | None:
     return sum(1 for name in names if re.fullmatch(r"node[0-9]+", name))
 
 
+# `nvidia-smi -L`: one line per GPU, its MIG devices indented under it.
+#   GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-8e3f1b6a-...)
+#     MIG 1g.5gb      Device  0: (UUID: MIG-fb42055e-...)
+_LIST_GPU_RE = re.compile(r"^GPU\s+(\d+):\s+(.*?)\s+\(UUID:\s*([^)\s]+)\)\s*$")
+_LIST_MIG_RE = re.compile(r"^\s+MIG\s+(\S+)\s+Device\s+(\d+):\s+\(UUID:\s*([^)\s]+)\)\s*$")
+
+# The arguments after the nvidia-smi executable, for the list of GPUs and their MIG devices.
+LIST_ARGS: tuple[str, ...] = ("-L",)
+
+
+def parse_gpu_list(text: str) -> dict[int, list[dict[str, Any]]]:
+    """MIG devices per GPU index from ``nvidia-smi -L``: ``{0: [{"profile": "1g.5gb", "device": 0,
+    "uuid": "MIG-..."}], 1: []}``. Every GPU line gets an entry, with or without MIG devices.
+
+    Raises AcceleratorParseError on a MIG line before any GPU line, or on a non-empty line that is
+    neither (a different nvidia-smi, or not nvidia-smi at all).
+    """
+    devices: dict[int, list[dict[str, Any]]] = {}
+    current: int | None = None
+    for lineno, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        gpu = _LIST_GPU_RE.match(line)
+        if gpu:
+            current = int(gpu.group(1))
+            devices[current] = []
+            continue
+        mig = _LIST_MIG_RE.match(line)
+        if mig and current is not None:
+            devices[current].append({"profile": mig.group(1), "device": int(mig.group(2)), "uuid": mig.group(3)})
+            continue
+        raise AcceleratorParseError(f"nvidia-smi -L output line {lineno} is neither a GPU nor a MIG device: {line!r}")
+    return devices
+
+
+def parse_cpulist(text: str | None) -> list[int]:
+    """A kernel CPU list (``0-3,8,10-11``, as in sysfs ``cpulist`` files) as sorted CPU numbers.
+
+    Raises ValueError on anything else, so a bad ``cpuset`` in an inventory is refused, not guessed.
+    """
+    value = (text or "").strip()
+    if not value:
+        return []
+    cpus: set[int] = set()
+    for part in value.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"{value!r} is not a CPU list like '0-3,8'")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise ValueError(f"{value!r}: the range {first}-{last} runs backwards")
+        cpus.update(range(first, last + 1))
+    return sorted(cpus)
+
+
+def format_cpulist(cpus: list[int]) -> str:
+    """Sorted CPU numbers as a kernel CPU list: [0, 1, 2, 3, 8] -> ``0-3,8`` (docker's ``--cpuset-cpus`` form)."""
+    parts: list[str] = []
+    ordered = sorted(set(cpus))
+    start = prev = None
+    for cpu in ordered:
+        if start is None:
+            start = prev = cpu
+        elif cpu == prev + 1:
+            prev = cpu
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = cpu
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ",".join(parts)
+
+
+_MEMTOTAL_RE = re.compile(r"MemTotal:\s*(\d+)\s*kB")
+
+
+def parse_memtotal_mib(text: str | None) -> int | None:
+    """``MemTotal`` of /proc/meminfo or of a NUMA node's meminfo (``Node 0 MemTotal: 263855100 kB``) in MiB."""
+    match = _MEMTOTAL_RE.search(text or "")
+    return int(match.group(1)) // 1024 if match else None
+
+
+def scan_numa_nodes(sysfs_root: str) -> list[dict[str, Any]]:
+    """Each ``node<N>`` under ``<sysfs_root>/devices/system/node``: its CPUs and memory, in node order."""
+    base = os.path.join(sysfs_root, "devices", "system", "node")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    nodes: list[dict[str, Any]] = []
+    for name in sorted((n for n in names if re.fullmatch(r"node[0-9]+", n)), key=lambda n: int(n[4:])):
+        try:
+            cpus = parse_cpulist(_read(os.path.join(base, name, "cpulist")))
+        except ValueError:
+            cpus = []
+        nodes.append(
+            {
+                "node": int(name[4:]),
+                "cpus": cpus,
+                "cpulist": format_cpulist(cpus),
+                "memory_total_mib": parse_memtotal_mib(_read(os.path.join(base, name, "meminfo"))),
+            }
+        )
+    return nodes
+
+
 class CommandTimeout(Exception):
     """A command did not answer in time."""
 

@@ -12,8 +12,9 @@ description:
     uncorrected ECC errors and PCI bus id, and the CUDA version the driver supports.
   - Lists NVIDIA display and 3D controllers found in sysfs whether or not a driver is bound, so a role
     can tell a host without GPUs from a host whose GPUs have no working driver.
-  - Summarizes the CPU from C(/proc/cpuinfo) and sysfs (cores, sockets, NUMA nodes and the
-    instruction set flags that CPU inference kernels use).
+  - Lists the MIG devices of GPUs that have MIG on (C(nvidia-smi -L)), with their profile and UUID.
+  - Summarizes the CPU from C(/proc/cpuinfo) and sysfs (cores, sockets, NUMA nodes with their CPUs and memory,
+    and the instruction set flags that CPU inference kernels use), and the host's memory.
   - Never fails because of the GPU driver. When C(nvidia-smi) is missing, RV(accelerators.nvidia_smi_found)
     is V(false); when it fails or hangs, RV(accelerators.gpus) is empty and
     RV(accelerators.gpu_driver_error) says why. Roles decide what to do about either.
@@ -196,6 +197,16 @@ accelerators:
           description: The same address in sysfs form, to match RV(accelerators.nvidia_pci_devices[].address).
           type: str
           sample: "0000:18:00.0"
+        mig_devices:
+          description:
+            - The GPU's MIG devices from C(nvidia-smi -L), which is run only when a GPU has MIG on.
+              Empty on GPUs with MIG off or without MIG.
+          type: list
+          elements: dict
+          sample:
+            - profile: 1g.10gb
+              device: 0
+              uuid: MIG-fb42055e-9e53-5764-9278-438605a3014c
     nvidia_pci_devices:
       description:
         - NVIDIA devices of PCI class 0x03 (VGA or 3D controller) under C(/sys/bus/pci/devices),
@@ -250,6 +261,17 @@ accelerators:
           description: Number of C(/sys/devices/system/node/node*) entries; V(null) on kernels without NUMA.
           type: int
           sample: 2
+        numa:
+          description:
+            - Each NUMA node with its CPUs (from its C(cpulist)) and its memory (from its C(meminfo)), in node
+              order. Empty on kernels without NUMA.
+          type: list
+          elements: dict
+          sample:
+            - node: 0
+              cpus: [0, 1, 2, 3]
+              cpulist: "0-3"
+              memory_total_mib: 257671
         flags:
           description:
             - For each inference-relevant CPU flag (V(avx), V(avx2), V(avx512f), V(avx512_bf16), V(avx512_vnni),
@@ -266,6 +288,11 @@ accelerators:
             amx_int8: true
             f16c: true
             fma: true
+    memory_total_mib:
+      description: C(MemTotal) of C(/proc/meminfo) in MiB; V(null) when it cannot be read.
+      type: int
+      returned: always
+      sample: 515342
 """
 
 import os
@@ -274,6 +301,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     GPU_QUERY_ARGS,
+    LIST_ARGS,
     AcceleratorParseError,
     CommandTimeout,
     count_numa_nodes,
@@ -282,7 +310,10 @@ from ansible_collections.mlfleet.fleet.plugins.module_utils.accelerator import (
     parse_cuda_version,
     parse_driver_version,
     parse_gpu_csv,
+    parse_gpu_list,
+    parse_memtotal_mib,
     run_with_timeout,
+    scan_numa_nodes,
     scan_nvidia_pci_devices,
 )
 
@@ -306,6 +337,22 @@ def _gpu_facts(module: AnsibleModule, nvidia_smi: str, timeout: int) -> dict[str
         except AcceleratorParseError as exc:
             facts["gpu_driver_error"] = f"could not parse nvidia-smi output: {exc}"
             return facts
+        for gpu in facts["gpus"]:
+            gpu["mig_devices"] = []
+
+        # MIG devices (profile and UUID, what a container is pinned to) only where MIG is on.
+        if any(gpu["mig_enabled"] for gpu in facts["gpus"]):
+            rc, out, err = run_with_timeout(module, [nvidia_smi, *LIST_ARGS], timeout)
+            if rc != 0:
+                facts["gpu_driver_error"] = "listing MIG devices: " + describe_nvidia_smi_failure(rc, out, err)
+                return facts
+            try:
+                listed = parse_gpu_list(out)
+            except AcceleratorParseError as exc:
+                facts["gpu_driver_error"] = f"could not parse nvidia-smi -L output: {exc}"
+                return facts
+            for gpu in facts["gpus"]:
+                gpu["mig_devices"] = listed.get(gpu["index"], [])
 
         # CUDA version: `nvidia-smi --version` on newer drivers, else the banner of plain `nvidia-smi`.
         rc, out, _err = run_with_timeout(module, [nvidia_smi, "--version"], timeout)
@@ -356,6 +403,12 @@ def main() -> None:
 
     cpu = parse_cpuinfo(cpuinfo)
     cpu["numa_nodes"] = count_numa_nodes(params["sysfs_root"])
+    cpu["numa"] = scan_numa_nodes(params["sysfs_root"])
+    try:
+        with open(os.path.join(params["proc_root"], "meminfo"), encoding="utf-8", errors="replace") as handle:
+            memory_total_mib = parse_memtotal_mib(handle.read())
+    except OSError:
+        memory_total_mib = None
 
     nvidia_smi = _find_nvidia_smi(module)
     if nvidia_smi:
@@ -373,6 +426,7 @@ def main() -> None:
         "gpus": gpu["gpus"],
         "nvidia_pci_devices": scan_nvidia_pci_devices(params["sysfs_root"]),
         "cpu": cpu,
+        "memory_total_mib": memory_total_mib,
     }
     module.exit_json(changed=False, accelerators=accelerators, ansible_facts={"accelerators": accelerators})
 
