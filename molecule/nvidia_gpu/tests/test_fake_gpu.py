@@ -43,6 +43,7 @@ def test_the_gpu_inventory_records_what_nvidia_smi_reports(host):
             "driver_version": driver,
             "mig_mode": mig,
             "pci_address": "0000:07:00.0",
+            "mig_devices": [],  # MIG is off in single_a100.csv: nvidia-smi -L is not asked
         }
     ]
 

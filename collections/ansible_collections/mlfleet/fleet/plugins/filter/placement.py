@@ -354,7 +354,8 @@ def placement(
         if port + count - 1 > 65535 or (metrics_port and metrics_port + count - 1 > 65535):
             raise AnsibleFilterError(f"{where}: {count} replicas from port {port} run past port 65535")
 
-        gpu_groups = _place_gpus(where, state, deployment, count, per_gpu) if per_gpu else [[] for _ in range(count)]
+        no_gpus: list[list[int]] = [[] for _replica in range(count)]
+        gpu_groups = _place_gpus(where, state, deployment, count, per_gpu) if per_gpu else no_gpus
         mig = _place_mig(where, state, deployment, count) if mig_profile else [None] * count
 
         for r in range(count):
