@@ -24,7 +24,7 @@ INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
 ALL_HOSTS = ["cpu-1", "cpu-2", "gpu-1", "gpu-2", "lb-1", "localhost", "obs-1"]
 SSHD_TASK = "Write sshd_config | CIS 5.2.4-5.2.22"
 EXPORTER_TASK = "Enable and start the node exporter"
-MODEL_TASK = "Run the model container"
+MODEL_TASK = "Run the model containers, one per replica"
 # A value that must never leave the vault file: the registry password of a no_log task.
 SECRET = f"drift-e2e-secret-{uuid.uuid4().hex}"
 

@@ -19,14 +19,19 @@ def api(path: str) -> dict:
         return json.loads(resp.read())["data"]
 
 
-def target_health() -> dict[tuple[str, str], str]:
+def target_health() -> dict[tuple[str, str, str], str]:
     targets = api("/api/v1/targets")["activeTargets"]
-    return {(t["labels"]["job"], t["labels"].get("host", "")): t["health"] for t in targets}
+    return {
+        (t["labels"]["job"], t["labels"].get("host", ""), t["labels"].get("container", "")): t["health"]
+        for t in targets
+    }
 
 
 def test_prometheus_scrapes_every_expected_target(lab: Lab, converged: str) -> None:
-    expected = {("node", h) for h in ALL_HOSTS} | {("model", h) for h in INFERENCE}
-    expected |= {("haproxy", "lb-1"), ("prometheus", "obs-1")}
+    # One model target per replica: the CPU hosts run two (inventories/lab/group_vars/cpu_inference).
+    expected = {("node", h, "") for h in ALL_HOSTS} | {("model", h, "model-iris") for h in INFERENCE}
+    expected |= {("model", h, "model-iris-1") for h in ("cpu-1", "cpu-2")}
+    expected |= {("haproxy", "lb-1", ""), ("prometheus", "obs-1", "")}
 
     def all_up() -> bool:
         health = target_health()

@@ -20,6 +20,8 @@ from loadgen import Client
 LB = "172.28.10.10"
 INFER_URL = f"http://{LB}:8000/v2/models/iris/infer"
 INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
+# The LB servers of iris: one per replica; the CPU hosts run two (inventories/lab/group_vars/cpu_inference).
+SERVERS = [*INFERENCE, "cpu-1-1", "cpu-2-1"]
 LEDGER = ROOT / "artifacts" / "ledger" / "deployments.jsonl"
 
 
@@ -28,6 +30,21 @@ def running(lab: Lab) -> dict[str, dict[str, str]]:
     out = lab.ansible("inference", "ansible.builtin.command", "docker inspect model-iris", become=True)
     info = {h: json.loads(r["stdout"])[0] for h, r in out.items()}
     return {h: {"version": i["Config"]["Labels"]["io.mlfleet.model.version"], "id": i["Id"]} for h, i in info.items()}
+
+
+def replicas(lab: Lab) -> dict[tuple[str, str], dict[str, str]]:
+    """Per (host, container) of iris: its version label, device label and container id."""
+    cmd = "docker inspect $(docker ps -aq --filter label=io.mlfleet.model=iris)"
+    out = lab.ansible("inference", "ansible.builtin.shell", cmd, become=True)
+    return {
+        (h, c["Name"].lstrip("/")): {
+            "version": c["Config"]["Labels"]["io.mlfleet.model.version"],
+            "device": c["Config"]["Labels"].get("io.mlfleet.model.device", ""),
+            "id": c["Id"],
+        }
+        for h, r in out.items()
+        for c in json.loads(r["stdout"])
+    }
 
 
 def lb_servers() -> dict[str, str]:
@@ -48,7 +65,7 @@ def ledger_len() -> int:
 
 def test_site_deploys_v1_everywhere_and_the_lb_answers_correctly(lab: Lab, converged: str) -> None:
     assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v1")
-    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
     client = Client(INFER_URL)
     for _ in range(40):
         client.request_once()
@@ -85,7 +102,7 @@ def test_check_mode_prints_the_plan_and_touches_nothing(lab: Lab, converged: str
     assert "batch 3: gpu-2" in out
     assert "cpu-1: v1 -> v2" in out
     assert running(lab) == before
-    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
 
 
 def test_v2_rolls_out_with_zero_failed_requests(lab: Lab, converged: str) -> None:
@@ -98,18 +115,31 @@ def test_v2_rolls_out_with_zero_failed_requests(lab: Lab, converged: str) -> Non
     assert client.total > 100
     assert client.versions["v2"] > 0
     assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v2")
+    # Every replica, each its own container, on the new version.
+    running_replicas = replicas(lab)
+    assert sorted(running_replicas) == sorted(
+        [(h, "model-iris") for h in INFERENCE] + [("cpu-1", "model-iris-1"), ("cpu-2", "model-iris-1")]
+    )
+    assert {r["version"] for r in running_replicas.values()} == {"v2"}
+    assert {r["device"] for r in running_replicas.values()} == {"CPU (shared)"}
     records = ledger_since(offset)
     assert sorted(r["host"] for r in records) == INFERENCE
     assert {(r["result"], r["from_version"], r["version"]) for r in records} == {("deployed", "v1", "v2")}
     assert all(r["digest"].startswith("sha256:") for r in records)
     # The canary went first, alone.
     assert records[0]["host"] == "cpu-1"
+    # The ledger names each replica and its device.
+    assert records[0]["replicas"] == [
+        {"container": "model-iris", "device": "CPU (shared)"},
+        {"container": "model-iris-1", "device": "CPU (shared)"},
+    ]
     deployed = json.loads(lab.sh("cpu-1", "cat /etc/mlfleet/deployed.json").stdout)
     assert deployed["iris"]["version"] == "v2"
 
 
 def test_a_bad_version_stops_at_the_canary_and_is_rolled_back(lab: Lab, converged: str) -> None:
     before = running(lab)
+    before_replicas = replicas(lab)
     offset = ledger_len()
     with Client(INFER_URL) as client:
         res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v3-bad", check=False)
@@ -123,10 +153,19 @@ def test_a_bad_version_stops_at_the_canary_and_is_rolled_back(lab: Lab, converge
     assert set(client.versions) == {"v2"}
     after = running(lab)
     assert after["cpu-1"]["version"] == "v2"
+    # Both replicas of the canary host are back on v2; no other host's replica was touched.
+    after_replicas = replicas(lab)
+    assert {c: r["version"] for (h, c), r in after_replicas.items() if h == "cpu-1"} == {
+        "model-iris": "v2",
+        "model-iris-1": "v2",
+    }
+    assert {k: r for k, r in after_replicas.items() if k[0] != "cpu-1"} == {
+        k: r for k, r in before_replicas.items() if k[0] != "cpu-1"
+    }
     # No other host was touched: same containers as before.
     assert {h: after[h] for h in INFERENCE if h != "cpu-1"} == {h: before[h] for h in INFERENCE if h != "cpu-1"}
     assert [(r["host"], r["result"]) for r in ledger_since(offset)] == [("cpu-1", "failed"), ("cpu-1", "rolled_back")]
-    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
 
 
 def _refused_in_preflight(lab: Lab, *extra: str) -> str:
@@ -136,7 +175,7 @@ def _refused_in_preflight(lab: Lab, *extra: str) -> str:
     assert res.returncode != 0
     assert "Roll out host by host" not in res.stdout  # the rollout play never started
     assert running(lab) == before
-    assert lb_servers() == dict.fromkeys(INFERENCE, "UP")
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
     assert ledger_since(offset) == []
     return res.stdout
 
@@ -152,7 +191,7 @@ def test_a_port_already_taken_is_refused_in_preflight(lab: Lab, converged: str) 
     try:
         lab.sh("cpu-2", "for i in $(seq 20); do ss -ltn | grep -q ':8090 ' && exit 0; sleep 0.5; done; exit 1")
         out = _refused_in_preflight(lab, "-e", "rollout_version=v2", "-e", "model_server_port=8090")
-        assert "Port 8090 on cpu-2 is already used by process python3" in out
+        assert "On cpu-2, port 8090 is used by process python3" in out
     finally:
         lab.sh("cpu-2", "systemctl stop mlfleet-e2e-squatter || true", become=True)
 

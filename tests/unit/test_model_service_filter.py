@@ -9,6 +9,7 @@ from ansible_collections.mlfleet.fleet.plugins.filter.model_service import (
     describe,
     lb_servers,
     model_service,
+    port_users,
 )
 
 GROUPS = {
@@ -92,7 +93,7 @@ def test_ports_out_of_range_are_refused(port: object) -> None:
 
 
 def test_one_port_published_twice_is_refused() -> None:
-    with pytest.raises(AnsibleFilterError, match="more than once"):
+    with pytest.raises(AnsibleFilterError, match="would publish host port 8080 twice"):
         describe(spec(metrics_port=8080), GROUPS, HOSTVARS)
 
 
@@ -136,9 +137,75 @@ def test_the_lb_servers_come_from_the_hosts_services() -> None:
     hostvars["gpu-1"].update(model_server_name="llm", model_server_version="1", model_server_engine="vllm",
                              model_server_port=8000, model_server_metrics_port=None)  # fmt: skip
     assert lb_servers({"name": "iris", "port": 8000}, GROUPS, hostvars, "inference") == [
-        {"name": "cpu-1", "address": "10.0.1.21", "port": 9000, "health_path": "/v2/models/iris/ready", "weight": 100}
-    ]
+        {"name": "cpu-1", "host": "cpu-1", "replica": 0, "address": "10.0.1.21", "port": 9000,
+         "health_path": "/v2/models/iris/ready", "weight": 100}
+    ]  # fmt: skip
     llm = lb_servers({"name": "llm", "port": 8001, "weights": {"gpu_inference": 10}}, GROUPS, hostvars, "inference")
     assert [(s["name"], s["port"], s["health_path"], s["weight"]) for s in llm] == [("gpu-1", 8000, "/health", 10)]
     # A host serving no model (or another one) is no server of this backend.
     assert lb_servers({"name": "other", "port": 8002}, GROUPS, hostvars, "inference") == []
+
+
+def test_each_replica_gets_its_ports_rules_container_and_server() -> None:
+    svc = describe(spec(replicas=3, host="cpu-1", metrics_port=8090), GROUPS, HOSTVARS)
+    assert [(r["index"], r["container"], r["lb_server"], r["port"]) for r in svc["replicas"]] == [
+        (0, "model-iris", "cpu-1", 8080),
+        (1, "model-iris-1", "cpu-1-1", 8081),
+        (2, "model-iris-2", "cpu-1-2", 8082),
+    ]
+    assert svc["replicas"][2]["publish"] == ["0.0.0.0:8082:8080", "0.0.0.0:8092:8082"]
+    assert svc["replicas"][1]["metrics"] == {"port": 8091, "path": "/metrics"}
+    assert [(r["port"], r["comment"]) for r in svc["firewall"]] == [
+        (8080, "iris API replica 0"),
+        (8090, "iris metrics replica 0"),
+        (8081, "iris API replica 1"),
+        (8091, "iris metrics replica 1"),
+        (8082, "iris API replica 2"),
+        (8092, "iris metrics replica 2"),
+    ]
+    assert svc["publish"] == [p for r in svc["replicas"] for p in r["publish"]]
+    # The service's own port and metrics stay replica 0's, as for a single container.
+    assert (svc["port"], svc["metrics"]) == (8080, {"port": 8090, "path": "/metrics"})
+
+
+def test_replicas_whose_port_ranges_overlap_are_refused_with_the_fix() -> None:
+    # API 8080-8082 runs into metrics 8082: replica 2's API port would be replica 0's metrics port.
+    with pytest.raises(AnsibleFilterError, match=r"host port 8082 twice \(the API port of replica 2 and the metrics "
+                       r"port of replica 0\).*leave room between model_server_port"):  # fmt: skip
+        describe(spec(replicas=3), GROUPS, HOSTVARS)
+
+
+@pytest.mark.parametrize("replicas", [0, 65, "two", True, 1.5, None])
+def test_a_replica_count_that_is_not_a_whole_number_from_1_to_64_is_refused(replicas: object) -> None:
+    with pytest.raises(AnsibleFilterError, match="model_server_replicas must be a whole number of containers"):
+        describe(spec(replicas=replicas), GROUPS, HOSTVARS)
+
+
+def test_the_lb_gets_one_server_per_replica() -> None:
+    hostvars = {h: dict(v) for h, v in HOSTVARS.items()}
+    hostvars["cpu-1"].update(model_server_name="iris", model_server_version="v2", model_server_replicas=2,
+                             model_server_metrics_port=8090, inventory_hostname="cpu-1")  # fmt: skip
+    hostvars["gpu-1"].update(model_server_name="iris", model_server_version="v2", inventory_hostname="gpu-1")
+    servers = lb_servers({"name": "iris", "weights": {"gpu-1": 50}}, GROUPS, hostvars, "inference")
+    assert [(s["name"], s["host"], s["replica"], s["address"], s["port"], s["weight"]) for s in servers] == [
+        ("cpu-1", "cpu-1", 0, "10.0.1.21", 8080, 100),
+        ("cpu-1-1", "cpu-1", 1, "10.0.1.21", 8081, 100),
+        ("gpu-1", "gpu-1", 0, "10.0.1.11", 8080, 50),
+    ]
+
+
+def test_the_ports_of_a_model_used_by_others_are_named() -> None:
+    listeners = [{"port": 8080, "name": "nginx"}, {"port": 22, "name": "sshd"}, {"port": 8081, "name": "docker-proxy"}]
+    containers = [
+        {"Names": ["/web"], "Labels": {}, "Ports": [{"PublicPort": 8081, "PrivatePort": 80}]},
+        {"Names": ["/model-iris-1"], "Labels": {"io.mlfleet.model": "iris"}, "Ports": [{"PublicPort": 8081}]},
+        {"Names": ["/model-llm"], "Labels": {"io.mlfleet.model": "llm"}, "Ports": [{"PublicPort": 8083}]},
+        {"Names": ["/idle"], "Labels": None, "Ports": None},
+    ]
+    assert port_users([8080, 8081, 8083], listeners, containers, "iris") == [
+        "port 8080 is used by process nginx",
+        "port 8081 is published by container web",
+        "port 8083 is published by container model-llm",
+    ]
+    # The model's own replicas and docker's proxy for them are no conflict.
+    assert port_users([8081], listeners, containers[1:2], "iris") == []

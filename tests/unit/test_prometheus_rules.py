@@ -56,7 +56,8 @@ INVENTORY = {
                     },
                     "cpu_inference": {
                         "hosts": {
-                            "cpu-1": {"ansible_host": "172.28.10.21"},
+                            # Two replicas: metrics on 8082 and 8083.
+                            "cpu-1": {"ansible_host": "172.28.10.21", "model_server_replicas": 2},
                             # No metrics endpoint and an engine without metrics on its API port: not scraped.
                             "cpu-2": {
                                 "ansible_host": "172.28.10.22",
@@ -197,6 +198,8 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
             "model": "llm",
             "version": "v2",
             "engine": "vllm",
+            "replica": "0",
+            "container": "model-llm",
             "__metrics_path__": "/metrics",
         },
         "172.28.10.12:8082": {
@@ -205,6 +208,8 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
             "model": "iris",
             "version": "v2",
             "engine": "mlserver",
+            "replica": "0",
+            "container": "model-iris",
             "__metrics_path__": "/metrics",
         },
         "172.28.10.21:8082": {
@@ -213,6 +218,18 @@ def test_the_scrape_configuration_follows_the_inventory(tmp_path, promtool):
             "model": "iris",
             "version": "v2",
             "engine": "mlserver",
+            "replica": "0",
+            "container": "model-iris",
+            "__metrics_path__": "/metrics",
+        },
+        "172.28.10.21:8083": {
+            "host": "cpu-1",
+            "groups": ",cpu_inference,inference,",
+            "model": "iris",
+            "version": "v2",
+            "engine": "mlserver",
+            "replica": "1",
+            "container": "model-iris-1",
             "__metrics_path__": "/metrics",
         },
     }

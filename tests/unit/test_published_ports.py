@@ -115,6 +115,12 @@ def test_the_model_ports_are_derived_from_the_model_service(tmp_path: Path) -> N
     # The DCGM exporter (9400) answers only the monitoring host.
     dcgm = next(r for r in gpu["forward"] if r["port"] == 9400)
     assert dcgm["sources"] == ["10.20.3.30"]
+    # One vLLM replica per GPU on the 8-GPU host: eight API ports, each with its rule.
+    h100 = view["gpu-h100-01.ml.example.internal"]
+    assert sorted(int(p.split(":")[-2]) for p in h100["published"] if p.startswith("0.0.0.0:80")) == list(
+        range(8000, 8008)
+    )
+    assert sorted(r["port"] for r in h100["forward"] if 8000 <= r["port"] < 8100) == list(range(8000, 8008))
 
 
 def test_a_published_port_without_a_rule_is_found(tmp_path: Path) -> None:
@@ -123,9 +129,10 @@ def test_a_published_port_without_a_rule_is_found(tmp_path: Path) -> None:
         tmp_path, "inventories/lab", "-e", json.dumps({"hardening_firewall_docker_ports_dependent": []})
     )
     # The lab's GPU hosts also declare the DCGM exporter (it runs only where a GPU is found).
+    # The CPU hosts run two replicas of iris: API 8080-8081, metrics 8082-8083.
     assert unruled_ports(view) == {
-        "cpu-1": [8080, 8082],
-        "cpu-2": [8080, 8082],
+        "cpu-1": [8080, 8081, 8082, 8083],
+        "cpu-2": [8080, 8081, 8082, 8083],
         "gpu-1": [8080, 8082, 9400],
         "gpu-2": [8080, 8082, 9400],
     }

@@ -78,6 +78,7 @@ def _port(value: Any, what: str) -> int | None:
 
 SETTINGS = (
     "name",
+    "replicas",
     "version",
     "engine",
     "custom_profile",
@@ -103,7 +104,7 @@ def role_defaults() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 def model_service(
-    variables: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]
+    variables: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any], host: str | None = None
 ) -> dict[str, Any]:
     """Describe the model service of a host from its variables (``hostvars[host]``, or the role's own).
 
@@ -123,7 +124,28 @@ def model_service(
     else:
         raise AnsibleFilterError(f"model_server_engine: {engine!r} is none of {', '.join(sorted(profiles))}, custom")
     address = variables.get("ansible_host", variables.get("inventory_hostname"))
-    return describe({**settings, "profile": profile, "address": address}, groups, hostvars)
+    host = host or variables.get("inventory_hostname") or address
+    return describe({**settings, "profile": profile, "address": address, "host": host}, groups, hostvars)
+
+
+MAX_REPLICAS = 64
+
+
+def replica_count(value: Any) -> int:
+    """``model_server_replicas``: a whole number of containers on the host, 1 to 64."""
+    if isinstance(value, bool) or not str(value).strip().isdigit() or not 1 <= int(value) <= MAX_REPLICAS:
+        raise AnsibleFilterError(
+            f"model_server_replicas must be a whole number of containers between 1 and {MAX_REPLICAS}, not {value!r}"
+        )
+    return int(value)
+
+
+def replica_names(name: str, host: str, index: int) -> tuple[str, str]:
+    """The container and the load balancer server of replica ``index``: replica 0 keeps the names of a
+    single-container host (``model-<name>``, the host's name), so adding replicas leaves it running."""
+    if index == 0:
+        return f"model-{name}", host
+    return f"model-{name}-{index}", f"{host}-{index}"
 
 
 def describe(spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,33 +162,54 @@ def describe(spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars:
     api = _port(spec["port"], "model_server_port")
     metrics = _port(spec.get("metrics_port"), "model_server_metrics_port") if profile.get("metrics_port") else None
     grpc = _port(spec.get("grpc_port"), "model_server_grpc_port") if profile.get("grpc_port") else None
-    # (purpose, host port, container port, who may reach it)
+    count = replica_count(spec.get("replicas", 1))
+    # (purpose, first host port, container port, who may reach it); replica r publishes first + r.
     ports = [("API", api, profile["http_port"], "api")]
     if metrics:
         ports.append(("metrics", metrics, profile["metrics_port"], "metrics"))
     if grpc:
         ports.append(("gRPC", grpc, profile["grpc_port"], "grpc"))
-    host_ports = [p[1] for p in ports]
-    if len(set(host_ports)) != len(host_ports):
-        raise AnsibleFilterError(f"model_service: {name} publishes host port {host_ports} more than once")
+    _check_port_ranges(name, ports, count)
 
-    publish, firewall = [], []
-    for label, host_port, container_port, key in ports:
+    sources = {}
+    for label, first, _container_port, key in ports:
         what = f"model_server_{key}_allowed_from"
-        sources = allowed_sources(spec.get(f"{key}_allowed_from", []), groups, hostvars, what)
-        if not sources:
+        sources[key] = allowed_sources(spec.get(f"{key}_allowed_from", []), groups, hostvars, what)
+        if not sources[key]:
             raise AnsibleFilterError(
-                f"{what} is empty, so nobody could reach the {label} port {host_port} of {name}: name the "
+                f"{what} is empty, so nobody could reach the {label} port {first} of {name}: name the "
                 "inventory groups or addresses that may, or 'any'"
             )
-        publish.append(f"{spec['bind_address']}:{host_port}:{container_port}")
-        firewall.append({"port": host_port, "proto": "tcp", "sources": sources, "comment": f"{name} {label}"})
 
-    metrics_endpoint = None
-    if metrics:
-        metrics_endpoint = {"port": metrics, "path": profile.get("metrics_path", "/metrics")}
-    elif profile.get("metrics_on_api_port"):
-        metrics_endpoint = {"port": api, "path": profile.get("metrics_path", "/metrics")}
+    metrics_path = profile.get("metrics_path", "/metrics")
+    host = str(spec.get("host") or spec["address"])
+    replicas, publish, firewall = [], [], []
+    for index in range(count):
+        container, lb_server = replica_names(name, host, index)
+        suffix = f" replica {index}" if count > 1 else ""
+        replica_publish = []
+        for label, first, container_port, key in ports:
+            replica_publish.append(f"{spec['bind_address']}:{first + index}:{container_port}")
+            firewall.append(
+                {"port": first + index, "proto": "tcp", "sources": sources[key], "comment": f"{name} {label}{suffix}"}
+            )
+        publish.extend(replica_publish)
+        endpoint = None
+        if metrics:
+            endpoint = {"port": metrics + index, "path": metrics_path}
+        elif profile.get("metrics_on_api_port"):
+            endpoint = {"port": api + index, "path": metrics_path}
+        replicas.append(
+            {
+                "index": index,
+                "container": container,
+                "lb_server": lb_server,
+                "port": api + index,
+                "metrics": endpoint,
+                "publish": replica_publish,
+            }
+        )
+
     return {
         "name": name,
         "version": str(spec["version"]),
@@ -176,10 +219,33 @@ def describe(spec: Mapping[str, Any], groups: Mapping[str, list[str]], hostvars:
         "profile": dict(profile),
         "health_protocol": protocol,
         "health_path": HEALTH_PATHS[protocol].format(name=name),
-        "metrics": metrics_endpoint,
+        "metrics": replicas[0]["metrics"],
         "publish": publish,
         "firewall": firewall,
+        "replicas": replicas,
     }
+
+
+def _check_port_ranges(name: str, ports: list[tuple[str, int, Any, str]], count: int) -> None:
+    """Each purpose takes ``count`` consecutive host ports; no two ranges may overlap or pass 65535."""
+    taken: dict[int, str] = {}
+    for label, first, _container_port, _key in ports:
+        if first + count - 1 > 65535:
+            raise AnsibleFilterError(f"model_service: {count} replicas of {name} from {label} port {first} pass 65535")
+        for index in range(count):
+            port = first + index
+            owner = f"the {label} port of replica {index}" if count > 1 else f"the {label} port"
+            if port in taken:
+                hint = (
+                    " Replica r publishes each port + r: leave room between model_server_port, "
+                    "model_server_metrics_port and model_server_grpc_port, or lower model_server_replicas."
+                    if count > 1
+                    else ""
+                )
+                raise AnsibleFilterError(
+                    f"model_service: {name} would publish host port {port} twice ({taken[port]} and {owner}).{hint}"
+                )
+            taken[port] = owner
 
 
 def lb_servers(
@@ -194,7 +260,7 @@ def lb_servers(
     weights = model.get("weights") or {}
     servers = []
     for host in groups.get(group, []):
-        service = model_service(hostvars[host], groups, hostvars)
+        service = model_service(hostvars[host], groups, hostvars, host)
         if service.get("name") != model.get("name"):
             continue
         weight = 100
@@ -202,18 +268,46 @@ def lb_servers(
         for key, value in weights.items():
             if key == host or host in groups.get(key, []):
                 weight = int(value)
-        servers.append(
+        servers.extend(
             {
-                "name": host,
+                "name": replica["lb_server"],
+                "host": host,
+                "replica": replica["index"],
                 "address": service["address"],
-                "port": service["port"],
+                "port": replica["port"],
                 "health_path": service["health_path"],
                 "weight": weight,
             }
+            for replica in service["replicas"]
         )
     return servers
 
 
+def port_users(
+    ports: list[Any], listeners: list[Mapping[str, Any]] | None, containers: list[Mapping[str, Any]] | None, model: str
+) -> list[str]:
+    """Who else uses ``ports`` on a host: listening processes (``listen_ports_facts``' tcp_listen, docker's
+    own proxy left out) and containers that are not a replica of ``model`` (``docker_host_info``)."""
+    wanted = {int(p) for p in ports}
+    found: list[str] = []
+    for listener in listeners or []:
+        if listener.get("port") in wanted and listener.get("name") != "docker-proxy":
+            found.append(f"port {listener['port']} is used by process {listener.get('name') or '?'}")
+    for container in containers or []:
+        if (container.get("Labels") or {}).get("io.mlfleet.model") == model:
+            continue
+        name = str((container.get("Names") or ["?"])[0]).lstrip("/")
+        for published in container.get("Ports") or []:
+            if published.get("PublicPort") in wanted:
+                found.append(f"port {published['PublicPort']} is published by container {name}")
+    return sorted(set(found))
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"model_service": model_service, "lb_servers": lb_servers, "allowed_sources": allowed_sources}
+        return {
+            "model_service": model_service,
+            "lb_servers": lb_servers,
+            "allowed_sources": allowed_sources,
+            "port_users": port_users,
+        }
