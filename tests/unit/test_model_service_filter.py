@@ -209,3 +209,26 @@ def test_the_ports_of_a_model_used_by_others_are_named() -> None:
     ]
     # The model's own replicas and docker's proxy for them are no conflict.
     assert port_users([8081], listeners, containers[1:2], "iris") == []
+
+
+def test_a_host_named_like_another_hosts_replica_is_refused() -> None:
+    groups = {"inference": ["cpu-1", "cpu-1-1"]}
+    hostvars = {
+        "cpu-1": {
+            "ansible_host": "10.0.1.21",
+            "model_server_name": "iris",
+            "model_server_version": "v2",
+            "model_server_replicas": 2,
+        },
+        "cpu-1-1": {"ansible_host": "10.0.1.22", "model_server_name": "iris", "model_server_version": "v2"},
+    }
+    with pytest.raises(AnsibleFilterError, match="two servers named cpu-1-1"):
+        lb_servers(
+            {"name": "iris"},
+            groups,
+            {
+                h: v | {"model_server_api_allowed_from": ["any"], "model_server_metrics_allowed_from": ["any"]}
+                for h, v in hostvars.items()
+            },
+            "inference",
+        )

@@ -280,6 +280,12 @@ def lb_servers(
             }
             for replica in service["replicas"]
         )
+    names = [server["name"] for server in servers]
+    if clash := sorted({name for name in names if names.count(name) > 1}):
+        raise AnsibleFilterError(
+            f"lb_servers: backend {model.get('name')} would have two servers named {', '.join(clash)}: a host's "
+            "replica r is the server <host>-<r>, so an inventory host may not be named like another's replica"
+        )
     return servers
 
 
