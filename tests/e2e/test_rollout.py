@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 import urllib.request
+from collections.abc import Iterator
 from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
@@ -194,6 +195,62 @@ def test_a_port_already_taken_is_refused_in_preflight(lab: Lab, converged: str) 
         assert "On cpu-2, port 8090 is used by process python3" in out
     finally:
         lab.sh("cpu-2", "systemctl stop mlfleet-e2e-squatter || true", become=True)
+
+
+FAKE_SMI = ROOT / "molecule" / "nvidia_gpu" / "files" / "nvidia-smi"
+SMI_FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "nvidia_smi"
+
+
+@pytest.fixture()
+def gpu2_with_recorded_gpus(lab: Lab) -> Iterator[None]:
+    """gpu-2 answers accelerator_facts as a 2 x A100 host with GPU 0 in MIG mode (3g.20gb, 2g.10gb,
+    1g.5gb, 1g.5gb): recorded nvidia-smi output behind the Molecule scenario's fake nvidia-smi."""
+    fake = "/usr/local/share/fake-nvidia-smi"
+    files = {"mig_enabled.csv": "query-gpu.csv", "version_550.txt": "version.txt", "list_mig.txt": "list.txt"}
+    lab.ansible("gpu-2", "ansible.builtin.file", f"path={fake} state=directory mode=0755", become=True)
+    for src, dest in files.items():
+        lab.ansible(
+            "gpu-2", "ansible.builtin.copy", f"src={SMI_FIXTURES / src} dest={fake}/{dest} mode=0644", become=True
+        )
+    lab.ansible(
+        "gpu-2", "ansible.builtin.copy", f"src={FAKE_SMI} dest=/usr/local/bin/nvidia-smi mode=0755", become=True
+    )
+    try:
+        yield
+    finally:
+        lab.sh("gpu-2", f"rm -rf /usr/local/bin/nvidia-smi {fake}", become=True)
+
+
+# Each placement that does not fit gpu-2 (recorded facts) or the CPU hosts, refused before any drain
+# with a message naming host, model and device. The metrics move to 8090 so three replicas' ports fit.
+PLACEMENT_REFUSALS = {
+    "too many GPUs": (
+        ["model_server_gpus=1", "model_server_replicas=3", "model_server_metrics_port=8090"],
+        "gpu-2: deployment iris asks for 3 GPU(s) (3 replica(s) x 1), but 1 of the host's 1 whole GPU(s) are free",
+    ),
+    "an unknown MIG profile": (
+        ["model_server_mig_profile=7g.80gb"],
+        "gpu-2: deployment iris asks for MIG profile '7g.80gb', which no GPU of the host offers: its MIG devices "
+        "are 1g.5gb, 2g.10gb, 3g.20gb",
+    ),
+    "a device used twice": (
+        ['{"model_server_cpusets": ["0", "0"]}'],
+        "cpu-1: CPU 0 is used twice: by iris-0 and by iris-1",
+    ),
+    "replica ports that collide": (
+        ["model_server_replicas=3"],
+        "iris would publish host port 8082 twice (the API port of replica 2 and the metrics port of replica 0)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLACEMENT_REFUSALS))
+def test_a_placement_that_does_not_fit_is_refused_in_preflight(
+    lab: Lab, converged: str, gpu2_with_recorded_gpus: None, case: str
+) -> None:
+    extra, message = PLACEMENT_REFUSALS[case]
+    out = _refused_in_preflight(lab, "-e", "rollout_version=v2", *(arg for e in extra for arg in ("-e", e)))
+    assert message in out, out[-4000:]
 
 
 def test_an_unknown_engine_is_refused_before_any_change(lab: Lab, converged: str) -> None:

@@ -13,7 +13,8 @@ DIGEST = "sha256:4f1c0e9b2a7d8c1e0000000000000000"
 
 def gate(container: str, p50: float, failed_check: str | None = None) -> dict:
     result = {
-        "item": {"container": container},
+        "container": container,
+        "failed": False,
         "failed_check": failed_check,
         "latency": {"p50_ms": p50, "p99_ms": p50 * 2},
     }

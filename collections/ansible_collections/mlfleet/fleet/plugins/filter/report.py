@@ -28,7 +28,7 @@ def _health(gate: Mapping[str, Any] | None) -> str:
 def report_lines(hostvars: Mapping[str, Any]) -> list[str]:
     """``host container device model version digest health p50 p99`` per replica, from the host's
     ``model_server_state`` (what runs, with each replica's device) and ``model_server_gates`` (the gate
-    of each replica, by container; ``model_server_gate`` alone for a single container)."""
+    of each replica gated, with its container; ``model_server_gate`` alone for a single container)."""
     host = str(hostvars.get("inventory_hostname", "?"))
     current = (hostvars.get("model_server_state") or {}).get("current") or {}
     if not current:
@@ -36,7 +36,7 @@ def report_lines(hostvars: Mapping[str, Any]) -> list[str]:
     model = str(current.get("model", "?"))
     replicas = current.get("replicas") or [{"container": f"model-{model}", "device": ""}]
     gates = {
-        str((gate.get("item") or {}).get("container")): gate
+        str(gate.get("container")): gate
         for gate in hostvars.get("model_server_gates") or []
         if isinstance(gate, Mapping)
     }
