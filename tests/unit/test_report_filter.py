@@ -52,11 +52,18 @@ def test_each_replica_has_its_line_with_device_and_health() -> None:
     assert lines[0].index(" ok ") + 1 == HEADER.index("health")
 
 
-def test_a_definition_from_before_replicas_is_one_line_with_the_single_gate() -> None:
+def test_a_definition_from_before_replicas_is_one_line_with_the_gate_of_its_container() -> None:
     hostvars = {
         "inventory_hostname": "cpu-1",
         "model_server_state": {"current": {"model": "iris", "version": "v2", "digest": DIGEST}},
-        "model_server_gate": {"failed_check": None, "latency": {"p50_ms": 0.9, "p99_ms": 2.0}},
+        "model_server_gates": [
+            {
+                "container": "model-iris",
+                "failed": False,
+                "failed_check": None,
+                "latency": {"p50_ms": 0.9, "p99_ms": 2.0},
+            }
+        ],
     }
     [line] = report_lines(hostvars)
     assert line.split()[:3] == ["cpu-1", "model-iris", "-"]

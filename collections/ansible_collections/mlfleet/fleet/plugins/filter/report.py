@@ -28,7 +28,7 @@ def _health(gate: Mapping[str, Any] | None) -> str:
 def report_lines(hostvars: Mapping[str, Any]) -> list[str]:
     """``host container device model version digest health p50 p99`` per replica, from the host's
     ``model_server_state`` (what runs, with each replica's device) and ``model_server_gates`` (the gate
-    of each replica gated, with its container; ``model_server_gate`` alone for a single container)."""
+    of each replica gated, with its container)."""
     host = str(hostvars.get("inventory_hostname", "?"))
     current = (hostvars.get("model_server_state") or {}).get("current") or {}
     if not current:
@@ -40,12 +40,11 @@ def report_lines(hostvars: Mapping[str, Any]) -> list[str]:
         for gate in hostvars.get("model_server_gates") or []
         if isinstance(gate, Mapping)
     }
-    single = hostvars.get("model_server_gate") or {}
     digest = str(current.get("digest") or "")[:24]
     lines = []
     for replica in replicas:
         container = str(replica.get("container", "?"))
-        gate = gates.get(container) or (single if len(replicas) == 1 else {})
+        gate = gates.get(container) or {}
         latency = gate.get("latency") or {}
         device = str(replica.get("device") or "-")
         lines.append(
