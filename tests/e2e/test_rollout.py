@@ -56,6 +56,40 @@ def lb_servers() -> dict[str, str]:
     return {r["svname"]: r["status"] for r in servers}
 
 
+class LbWatch:
+    """Samples HAProxy's iris backend in the background: the most servers seen out of rotation at once."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.most_out = 0
+        self.seen_out: set[str] = set()
+        self.out_sets: set[frozenset[str]] = set()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                out = {s for s, status in lb_servers().items() if not status.startswith("UP")}
+            except OSError:
+                out = None
+            if out is not None:
+                self.samples += 1
+                self.most_out = max(self.most_out, len(out))
+                self.seen_out |= out
+                self.out_sets.add(frozenset(out))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> LbWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def ledger_since(offset: int) -> list[dict]:
     return [json.loads(line) for line in LEDGER.read_text().splitlines()[offset:]] if LEDGER.exists() else []
 
@@ -98,19 +132,29 @@ def test_a_second_site_run_changes_nothing(lab: Lab, converged: str) -> None:
 def test_check_mode_prints_the_plan_and_touches_nothing(lab: Lab, converged: str) -> None:
     before = running(lab)
     out = playbook("playbooks/rollout.yml", "--check", "-e", "rollout_model=iris", "-e", "rollout_version=v2").stdout
-    assert "batch 1: cpu-1" in out
-    assert "batch 2: cpu-2, gpu-1" in out
-    assert "batch 3: gpu-2" in out
-    assert "cpu-1: v1 -> v2" in out
+    # Batches count replicas (6: the CPU hosts run two): the canary is one replica, then half of
+    # them, then the rest; a host never has both replicas out at once.
+    assert "batch 1: cpu-1 replica 0" in out
+    assert "batch 2: cpu-1 replica 1, cpu-2 replicas 0 then 1" in out
+    assert "batch 3: gpu-1, gpu-2" in out
+    assert "cpu-1: v1 -> v2 (2 replicas)" in out
     assert running(lab) == before
     assert lb_servers() == dict.fromkeys(SERVERS, "UP")
 
 
-def test_v2_rolls_out_with_zero_failed_requests(lab: Lab, converged: str) -> None:
+def test_v2_rolls_out_replica_by_replica_with_zero_failed_requests(lab: Lab, converged: str) -> None:
     offset = ledger_len()
-    with Client(INFER_URL) as client:
-        res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
+    before = replicas(lab)
+    with Client(INFER_URL) as client, LbWatch() as watch:
+        res = playbook(
+            "playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2",
+            "-e", '{"rollout_batches": [1]}', check=False,
+        )  # fmt: skip
     assert res.returncode == 0, res.stdout[-4000:]
+    # Batch 1: never more than one replica out of rotation, and each of them was out once.
+    assert watch.samples > 50
+    assert watch.most_out == 1
+    assert watch.seen_out == set(SERVERS)
     assert client.outcomes["failed"] == 0, client.errors
     assert client.outcomes["wrong"] == 0
     assert client.total > 100
@@ -123,29 +167,32 @@ def test_v2_rolls_out_with_zero_failed_requests(lab: Lab, converged: str) -> Non
     )
     assert {r["version"] for r in running_replicas.values()} == {"v2"}
     assert {r["device"] for r in running_replicas.values()} == {"CPU (shared)"}
+    assert all(running_replicas[k]["id"] != before[k]["id"] for k in running_replicas)
     records = ledger_since(offset)
-    assert sorted(r["host"] for r in records) == INFERENCE
     assert {(r["result"], r["from_version"], r["version"]) for r in records} == {("deployed", "v1", "v2")}
     assert all(r["digest"].startswith("sha256:") for r in records)
-    # The canary went first, alone.
-    assert records[0]["host"] == "cpu-1"
-    # The ledger names each replica and its device.
-    assert records[0]["replicas"] == [
-        {"container": "model-iris", "device": "CPU (shared)"},
-        {"container": "model-iris-1", "device": "CPU (shared)"},
+    # One record per replica, each naming its container and device, canary (cpu-1's replica 0) first.
+    assert [(r["host"], r["replicas"]) for r in records] == [
+        ("cpu-1", [{"container": "model-iris", "device": "CPU (shared)"}]),
+        ("cpu-1", [{"container": "model-iris-1", "device": "CPU (shared)"}]),
+        ("cpu-2", [{"container": "model-iris", "device": "CPU (shared)"}]),
+        ("cpu-2", [{"container": "model-iris-1", "device": "CPU (shared)"}]),
+        ("gpu-1", [{"container": "model-iris", "device": "CPU (shared)"}]),
+        ("gpu-2", [{"container": "model-iris", "device": "CPU (shared)"}]),
     ]
     deployed = json.loads(lab.sh("cpu-1", "cat /etc/mlfleet/deployed.json").stdout)
     assert deployed["iris"]["version"] == "v2"
 
 
-def test_a_bad_version_stops_at_the_canary_and_is_rolled_back(lab: Lab, converged: str) -> None:
+def test_a_bad_version_stops_at_the_canary_replica_and_only_it_is_restored(lab: Lab, converged: str) -> None:
     before = running(lab)
     before_replicas = replicas(lab)
     offset = ledger_len()
     with Client(INFER_URL) as client:
         res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v3-bad", check=False)
     assert res.returncode != 0
-    assert "Rollout of iris v3-bad stopped at cpu-1" in res.stdout
+    assert "Rollout of iris v3-bad stopped at cpu-1 replica 0 (gate)" in res.stdout
+    assert "cpu-1 is back on v2 and in the load balancer (1 replica restored)" in res.stdout
     assert "check 'infer' failed" in res.stdout
     assert "expected [0] got [1]" in res.stdout
     # The LB kept answering, correctly, the whole time.
@@ -154,18 +201,20 @@ def test_a_bad_version_stops_at_the_canary_and_is_rolled_back(lab: Lab, converge
     assert set(client.versions) == {"v2"}
     after = running(lab)
     assert after["cpu-1"]["version"] == "v2"
-    # Both replicas of the canary host are back on v2; no other host's replica was touched.
+    # Exactly one replica was touched: the canary (cpu-1's replica 0) runs a new container, back on v2;
+    # every other replica, cpu-1's second one included, is the very container it was.
     after_replicas = replicas(lab)
-    assert {c: r["version"] for (h, c), r in after_replicas.items() if h == "cpu-1"} == {
-        "model-iris": "v2",
-        "model-iris-1": "v2",
+    canary = ("cpu-1", "model-iris")
+    assert after_replicas[canary]["version"] == "v2"
+    assert after_replicas[canary]["id"] != before_replicas[canary]["id"]
+    assert {k: r for k, r in after_replicas.items() if k != canary} == {
+        k: r for k, r in before_replicas.items() if k != canary
     }
-    assert {k: r for k, r in after_replicas.items() if k[0] != "cpu-1"} == {
-        k: r for k, r in before_replicas.items() if k[0] != "cpu-1"
-    }
-    # No other host was touched: same containers as before.
     assert {h: after[h] for h in INFERENCE if h != "cpu-1"} == {h: before[h] for h in INFERENCE if h != "cpu-1"}
-    assert [(r["host"], r["result"]) for r in ledger_since(offset)] == [("cpu-1", "failed"), ("cpu-1", "rolled_back")]
+    assert [(r["host"], r["result"], [x["container"] for x in r["replicas"]]) for r in ledger_since(offset)] == [
+        ("cpu-1", "failed", ["model-iris"]),
+        ("cpu-1", "rolled_back", ["model-iris"]),
+    ]
     assert lb_servers() == dict.fromkeys(SERVERS, "UP")
 
 
@@ -280,8 +329,21 @@ def test_a_wrong_artifact_checksum_is_refused_in_preflight(lab: Lab, converged: 
 
 
 def test_rollback_goes_back_to_the_previous_version(lab: Lab, converged: str) -> None:
-    with Client(INFER_URL) as client:
+    offset = ledger_len()
+    with Client(INFER_URL) as client, LbWatch() as watch:
         res = playbook("playbooks/rollback.yml", "-e", "rollout_model=iris", check=False)
     assert res.returncode == 0, res.stdout[-4000:]
     assert client.outcomes["failed"] == 0, client.errors
     assert {h: r["version"] for h, r in running(lab).items()} == dict.fromkeys(INFERENCE, "v1")
+    assert {r["version"] for r in replicas(lab).values()} == {"v1"}
+    # The default batches ([1, "50%", "100%"]) with at most half of a host's replicas out at once:
+    # the CPU hosts never had both replicas out of rotation together.
+    assert watch.seen_out == set(SERVERS)
+    for host in ("cpu-1", "cpu-2"):
+        assert not any({host, f"{host}-1"} <= out for out in watch.out_sets), watch.out_sets
+    records = ledger_since(offset)
+    assert {(r["action"], r["result"], r["version"]) for r in records} == {("rollback", "deployed", "v1")}
+    assert sorted(x["container"] for r in records if r["host"] == "cpu-2" for x in r["replicas"]) == [
+        "model-iris",
+        "model-iris-1",
+    ]

@@ -116,3 +116,14 @@ def test_the_docs_quote_the_example_inventory_and_show_what_the_filter_places(ti
         ports = row.get("Port") or row.get("Ports")
         expected = [replica["port"]] + ([replica["metrics_port"]] if replica["metrics_port"] else [])
         assert ports == ", ".join(str(p) for p in expected), row
+
+
+def test_the_rollout_plan_shown_is_the_one_the_rollout_follows() -> None:
+    from ansible_collections.mlfleet.fleet.plugins.filter.rollout import rollout_plan
+
+    part = sections()["Rolling out replica by replica"]
+    shown = [line for line in part.splitlines() if line.startswith("batch ")]
+    host, groups, _facts = HOSTS["An 8-GPU vLLM host"]
+    replicas = host_settings(host, groups)["model_server_replicas"]
+    plan = rollout_plan([{"host": host, "to": "v2", "replicas": replicas}], [1, "25%", "100%"])
+    assert shown == [line for line in plan if line.startswith("batch ")]
