@@ -48,6 +48,7 @@ def test_every_alert_rule_is_loaded(lab: Lab, converged: str) -> None:
         "HostDown",
         "ModelServerDown",
         "ModelNotReady",
+        "ModelServerOutOfRotation",
         "HighErrorRatio",
         "ModelLatencyP99High",
         "DiskFilling",

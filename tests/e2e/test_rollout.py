@@ -308,6 +308,15 @@ def test_an_unknown_engine_is_refused_before_any_change(lab: Lab, converged: str
     assert "torchserve" in out
 
 
+def test_a_version_that_is_no_image_tag_and_a_root_user_are_refused_before_any_change(lab: Lab, converged: str) -> None:
+    out = _refused_in_preflight(
+        lab, "-e", json.dumps({"rollout_version": "v2 bad/../:tag", "model_server_user": "0:0"})
+    )
+    assert "model_server_version 'v2 bad/../:tag' is not an image tag" in out
+    assert "model_server_user runs the container as root" in out
+    assert "model_server_security_waivers: [root_user]" in out
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
