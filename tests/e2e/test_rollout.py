@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import HTTPServer, SimpleHTTPRequestHandler
@@ -335,6 +337,58 @@ def test_a_wrong_artifact_checksum_is_refused_in_preflight(lab: Lab, converged: 
         assert "did not match sha256 " + "0" * 64 in out
     finally:
         server.shutdown()
+
+
+def lb_admin(lab: Lab, command: str) -> str:
+    """One command on lb-1's HAProxy runtime API (its admin socket), as a killed run would have left it."""
+    script = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
+        "s.sendall(sys.argv[1].encode() + b'\\n'); print(s.recv(65536).decode())"
+    )
+    return lab.sh("lb-1", f"python3 -c {shlex.quote(script)} {shlex.quote(command)}", become=True).stdout
+
+
+LOCK = "/var/lib/mlfleet/fleet.lock"
+
+
+def test_a_run_killed_on_another_control_node_blocks_changes_until_its_lock_is_broken_then_is_healed(
+    lab: Lab, converged: str
+) -> None:
+    # The runs refused above failed after taking the fleet lock: their lock is still there, and each
+    # next run of this control node took it over (their process had ended).
+    left = json.loads(lab.sh("lb-1", f"cat {LOCK}", become=True).stdout)
+    assert left["run_id"].startswith(f"{socket.gethostname()}:") and left["owner"].endswith(": rollout.yml")
+    # A run on another control node was killed between drain and enable: cpu-2's second replica stays
+    # in MAINT (its container runs v2), and its lock stays, valid for 10 more minutes.
+    foreign = {"run_id": "ctl-9:4242:777", "owner": "alice@ctl-9: rollout.yml", "since": "2026-12-05T10:00:00Z"}
+    foreign |= {"expires": "in 10 minutes", "expires_ts": time.time() + 600}
+    lab.sh("lb-1", f"echo {shlex.quote(json.dumps(foreign))} > {LOCK}", become=True)
+    lb_admin(lab, "disable server iris/cpu-2-1")
+    assert lb_servers()["cpu-2-1"] == "MAINT"
+    before, offset = replicas(lab), ledger_len()
+
+    res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
+    assert res.returncode != 0
+    assert "The fleet is locked by another run: alice@ctl-9: rollout.yml (run ctl-9:4242:777" in res.stdout
+    assert "-e preflight_lock_break=ctl-9:4242:777" in res.stdout
+    assert "Choose the hosts of this rollout" not in res.stdout  # stopped before any rollout play
+    assert lb_servers()["cpu-2-1"] == "MAINT" and ledger_since(offset) == []
+
+    res = playbook(
+        "playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2",
+        "-e", "preflight_lock_break=ctl-9:4242:777", check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert "Took over the fleet lock of run ctl-9:4242:777" in res.stdout + res.stderr
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
+    assert replicas(lab) == before  # no container changed: the replica was gated and put back
+    records = ledger_since(offset)
+    assert [(r["host"], r["result"], r["version"], [x["container"] for x in r["replicas"]]) for r in records] == [
+        ("cpu-2", "returned", "v2", ["model-iris-1"])
+    ]
+    assert records[0]["failure"] is None
+    # The run gave its lock back.
+    assert lab.sh("lb-1", f"test -e {LOCK}", become=True, check=False).returncode == 1
 
 
 def test_rollback_goes_back_to_the_previous_version(lab: Lab, converged: str) -> None:
