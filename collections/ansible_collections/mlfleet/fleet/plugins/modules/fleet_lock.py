@@ -44,7 +44,7 @@ options:
     required: true
   owner:
     description:
-      - Who and what holds the lock, for the message another run gets (e.g. C(alice@ctl-1: rollout.yml)).
+      - "Who and what holds the lock, for the message another run gets (e.g. C(alice@ctl-1: rollout.yml))."
     type: str
     default: ""
   ttl:
