@@ -4,9 +4,7 @@ model of the shipped inventories passes them through the role's own entry point.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.mlfleet.fleet.plugins.filter.model_checks import WAIVERS, model_checks
+from playbook_runner import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = yaml.safe_load(
@@ -216,25 +215,7 @@ def check_inventory(tmp_path: Path, inventory: str, *extra: str) -> subprocess.C
             ],
         }
     ]
-    path = tmp_path / "checks.yml"
-    path.write_text(yaml.safe_dump(playbook, sort_keys=False))
-    vault_example = ROOT / inventory / "group_vars" / "all" / "vault.yml.example"
-    if vault_example.exists():
-        extra = ("-e", f"@{vault_example}", *extra)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    )
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / inventory), str(path), *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_playbook(tmp_path, inventory, playbook, *extra)
 
 
 @pytest.mark.parametrize("inventory", ["inventories/lab", "inventories/example"])
@@ -279,28 +260,7 @@ def choose_targets(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[s
             ],
         }
     ]
-    path = tmp_path / "targets.yml"
-    path.write_text(yaml.safe_dump(playbook, sort_keys=False))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    )
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(ROOT / "inventories/example"),
-            str(path),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_playbook(tmp_path, "inventories/example", playbook, *extra)
 
 
 def test_a_version_without_a_model_is_refused_where_hosts_serve_several(tmp_path: Path) -> None:

@@ -11,13 +11,11 @@ the same filter the model_server role uses, and nvidia_gpu_service.publish).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from playbook_runner import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORIES = ["inventories/lab", "inventories/example"]
@@ -62,26 +60,7 @@ def firewall_view(tmp_path: Path, inventory: str, *extra: str) -> dict[str, dict
             ],
         },
     ]
-    # The example inventory's secrets come from its vault file; the unencrypted example stands in.
-    vault_example = ROOT / inventory / "group_vars" / "all" / "vault.yml.example"
-    if vault_example.exists():
-        extra = ("-e", f"@{vault_example}", *extra)
-    path = tmp_path / "firewall_view.yml"
-    path.write_text(yaml.safe_dump(playbook, sort_keys=False))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    )
-    res = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / inventory), str(path), *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_playbook(tmp_path, inventory, playbook, *extra)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     tasks = json.loads(res.stdout)["plays"][-1]["tasks"]
     return {host: result["msg"] for host, result in tasks[-1]["hosts"].items()}
