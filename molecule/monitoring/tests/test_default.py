@@ -17,6 +17,7 @@ ALERTS = {
     "ConfigDriftDetected",
     "ModelServerDown",
     "ModelNotReady",
+    "ModelServerOutOfRotation",
     "HighErrorRatio",
     "ModelLatencyP99High",
     "GPUTemperatureHigh",
