@@ -15,9 +15,12 @@ ansible-runner traps this module avoids on purpose (verified with ansible-runner
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import urllib.error
@@ -32,10 +35,12 @@ from mlfleet.drift_report import (
     EXIT_CLEAN,
     EXIT_DRIFT,
     EXIT_FAILED,
+    EXIT_LOCKED,
     DriftReport,
     EventCollector,
     Masker,
     RunReport,
+    last_success_of,
     secret_values,
     to_alertmanager,
     to_dict,
@@ -54,8 +59,11 @@ exit codes:
   {EXIT_DRIFT}  drift: at least one task would change a host (with --remediate: still drifting after
      the remediation run); the run itself worked
   {EXIT_FAILED}  the run itself failed: a host was unreachable, a task failed, the playbook or
-     inventory is broken, or (with --remediate) the remediation run failed. Drift found on the
-     other hosts is still in the report.
+     inventory is broken, (with --remediate) the remediation run failed, an option was wrong, a
+     file could not be read, or the tool was stopped (SIGTERM, e.g. systemd's TimeoutStartSec).
+     Drift found on the other hosts is still in the report; a failed report and the failed-run
+     metric are written in every one of these cases.
+  {EXIT_LOCKED}  not run: another drift run holds --lock-file (the message names its PID and start)
 
 output (in ARTIFACTS_DIR/<UTC timestamp>/): report.json, report.md, report.junit.xml and
 ansible-runner's own artifacts (artifacts/<ident>/: stdout, job_events/, command, ...) for audit.
@@ -65,8 +73,17 @@ line, both of which ansible-runner records in artifacts/<ident>/command.
 """
 
 
+class UsageError(Exception):
+    """A bad command line; argparse would exit 2, which means "drift" here."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m mlfleet.drift",
         description="Run a playbook in check + diff mode, report configuration drift per host and task.",
         epilog=EPILOG,
@@ -126,8 +143,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=26.0,
         help="endsAt of alerts: how long an alert stays firing unless the next run repeats it (default: %(default)s)",
     )
+    parser.add_argument(
+        "--lock-file",
+        type=Path,
+        help="take this lock (flock) for the run; when another run holds it, exit 3 and name it. "
+        "Put it in a folder only the drift user can write",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the report folder")
     return parser.parse_args(argv)
+
+
+def _fallback_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Where a failed report goes when the command line itself is wrong: the output options that parse."""
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR)
+    parser.add_argument("--artifacts-dir", type=Path)
+    parser.add_argument("--textfile-dir", type=Path, default=DEFAULT_TEXTFILE_DIR)
+    parser.add_argument("--no-textfile", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    try:
+        args, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        args = parser.parse_args([])
+    args.playbook = args.inventory = args.limit = args.tags = None
+    args.remediate = False
+    return args
 
 
 # --- Secrets ----------------------------------------------------------------------------------
@@ -155,6 +195,81 @@ def collect_secrets(args: argparse.Namespace) -> list[str]:
     for path in args.extra_vars_file:
         data, encrypted = _load_vars_file(path, args.vault_password_file)
         secrets += secret_values(data, all_values=encrypted)
+    secrets += inventory_secrets([args.inventory, args.playbook.parent], args.vault_password_file)
+    return secrets
+
+
+class _Vaulted(str):
+    """The ciphertext of an inline ``!vault`` value."""
+
+
+def _inventory_loader() -> type:
+    """A SafeLoader for plain YAML plus Ansible's tags: ``!vault`` keeps its ciphertext, ``!unsafe``
+    is a string."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!vault", lambda loader, node: _Vaulted(loader.construct_scalar(node)))
+    Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+    return Loader
+
+
+def _vars_files(roots: Sequence[Path]) -> list[Path]:
+    """The inventory files and the group_vars/host_vars beside the inventory and the playbooks."""
+    files: list[Path] = []
+    for root in roots:
+        if root.is_file():
+            files.append(root)
+            root = root.parent
+        for sub in ("", "group_vars", "host_vars") if root.is_dir() else ():
+            folder = root / sub
+            if not folder.is_dir():
+                continue
+            pattern = "*" if sub == "" else "**/*"
+            files += [p for p in folder.glob(pattern) if p.is_file() and p.suffix in ("", ".yml", ".yaml", ".json")]
+    return sorted(set(files))
+
+
+def inventory_secrets(roots: Sequence[Path], vault_password_file: Path | None) -> list[str]:
+    """Every value of the inventory that ansible-vault protects: whole encrypted files and inline
+    ``!vault`` values. Names alone do not make an inventory value secret (ports and paths under
+    ``*_key`` names would hide half the report)."""
+    import yaml
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    loader = _inventory_loader()
+    files = _vars_files(roots)
+    if not any(b"$ANSIBLE_VAULT" in p.read_bytes() for p in files):
+        return []
+    if vault_password_file is None:
+        raise ValueError(
+            "the inventory holds ansible-vault values; give --vault-password-file so that they can be "
+            "masked in the report (ansible-playbook needs it too)"
+        )
+    vault = VaultLib([("default", VaultSecret(vault_password_file.read_text().strip().encode()))])
+    secrets: list[str] = []
+
+    def walk(data: Any, encrypted: bool) -> None:
+        if isinstance(data, _Vaulted):
+            secrets.append(vault.decrypt(str(data).encode()).decode())
+        elif isinstance(data, dict):
+            for value in data.values():
+                walk(value, encrypted)
+        elif isinstance(data, list):
+            for value in data:
+                walk(value, encrypted)
+        elif encrypted and isinstance(data, str | int | float) and not isinstance(data, bool):
+            secrets.append(str(data))
+
+    for path in files:
+        raw = path.read_bytes()
+        if b"$ANSIBLE_VAULT" not in raw:
+            continue
+        encrypted = raw.lstrip().startswith(b"$ANSIBLE_VAULT")
+        text = vault.decrypt(raw).decode() if encrypted else raw.decode()
+        walk(yaml.load(text, Loader=loader), encrypted)  # noqa: S506 - a SafeLoader subclass
     return secrets
 
 
@@ -204,7 +319,7 @@ def run_phase(
     )
     if config.is_file():
         envvars["ANSIBLE_CONFIG"] = str(config)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"cancel_callback": lambda: _STOP.signum is not None}
     if args.forks:
         kwargs["forks"] = args.forks
     if args.timeout:
@@ -225,7 +340,7 @@ def run_phase(
         event_handler=lambda event: collector.feed(event) or True,
         **kwargs,
     )
-    return collector.build(
+    report = collector.build(
         phase=phase,
         ident=ident,
         rc=runner.rc,
@@ -233,6 +348,9 @@ def run_phase(
         artifact_dir=str(Path(runner.config.artifact_dir).relative_to(run_dir)),
         limit=limit,
     )
+    if runner.status == "timeout":
+        report.errors.append(f"stopped by --timeout {args.timeout}: the playbook ran longer than {args.timeout}s")
+    return report
 
 
 def tool_path() -> str:
@@ -303,19 +421,101 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
+class _Stop:
+    """SIGTERM (systemd's stop or TimeoutStartSec) and SIGINT end the run cleanly: ansible-runner
+    cancels the playbook through its cancel callback, and the report, the metric and the scrubbing
+    still happen."""
+
+    signum: int | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+
+
+_STOP = _Stop()
+
+
+def take_lock(path: Path) -> tuple[int | None, str]:
+    """flock ``path``. Returns (fd, "") when taken, (None, who holds it) when another run does."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            os.close(fd)
+            raise
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process that wrote no name"
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    os.pwrite(fd, f"pid {os.getpid()}, started {stamp}\n".encode(), 0)
+    return fd, ""
+
+
+def finish(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker: Masker) -> None:
+    """Reports, scrubbing and the metric: done for every run that got as far as a report folder."""
+    finished = datetime.now(UTC)
+    report.finished = finished.isoformat(timespec="seconds")
+    (run_dir / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
+    (run_dir / "report.md").write_text(to_markdown(report))
+    (run_dir / "report.junit.xml").write_text(to_junit(report))
+    scrub_tree(run_dir, masker)
+    if not args.no_textfile:
+        target = args.textfile_dir / METRICS_FILE
+        try:
+            previous = last_success_of(target.read_text()) if target.is_file() else None
+            write_textfile(args.textfile_dir, to_prometheus(report, finished, previous))
+        except OSError as exc:
+            print(f"Could not write {target}: {exc}", file=sys.stderr)
+
+
+def _failed_early(argv: Sequence[str] | None, error: str) -> int:
+    """A run that failed before it could start (a bad option): still a failed report and metric."""
+    args = _fallback_args(argv)
+    artifacts = (args.artifacts_dir or args.project_dir / "artifacts/drift").resolve()
+    started = datetime.now(UTC)
+    report = DriftReport(
+        playbook="", inventory="", limit=None, tags=None, started=started.isoformat(timespec="seconds")
+    )
+    report.errors.append(error)
+    try:
+        run_dir = make_run_dir(artifacts, started)
+        finish(args, run_dir, report, Masker())
+    except OSError as exc:
+        print(f"Could not write the failed report under {artifacts}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _say(args, f"result: failed (exit {EXIT_FAILED}); report: {run_dir / 'report.md'}")
+    return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:
+        print(f"usage error: {exc} (see --help)", file=sys.stderr)
+        return _failed_early(argv, f"bad command line: {exc}")
     args.project_dir = args.project_dir.resolve()
     args.playbook = Path(args.playbook).resolve() if args.playbook else args.project_dir / "playbooks/site.yml"
     args.inventory = Path(args.inventory).resolve() if args.inventory else args.project_dir / "inventories/lab"
     artifacts = (args.artifacts_dir or args.project_dir / "artifacts/drift").resolve()
 
-    try:
-        masker = Masker(collect_secrets(args))
-    except Exception as exc:  # noqa: BLE001 - any unreadable vars file ends the run with exit 1
-        print(f"Could not read the secrets to mask: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    lock_fd = None
+    if args.lock_file:
+        try:
+            lock_fd, holder = take_lock(args.lock_file)
+        except OSError as exc:
+            return _failed_early(argv, f"could not open the lock file {args.lock_file}: {exc}")
+        if lock_fd is None:
+            print(
+                f"Not run: another drift run holds {args.lock_file} ({holder}); this run changed and "
+                f"reported nothing. Wait for it, or stop it if it hangs.",
+                file=sys.stderr,
+            )
+            return EXIT_LOCKED
 
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _STOP)
     started = datetime.now(UTC)
     run_dir = make_run_dir(artifacts, started)
     report = DriftReport(
@@ -326,24 +526,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         started=started.isoformat(timespec="seconds"),
         remediate=args.remediate,
     )
+    masker_box = [Masker()]
+    try:
+        run(args, run_dir, report, masker_box)
+    except Exception as exc:  # noqa: BLE001 - any crash still ends in a failed report and metric
+        report.errors.append(f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc))
+    masker = masker_box[0]
+    if _STOP.signum is not None:
+        name = signal.Signals(_STOP.signum).name
+        report.errors.append(f"stopped by {name} (systemd's stop or TimeoutStartSec?): the run is incomplete")
+    finish(args, run_dir, report, masker)
+
+    final = report.final_check
+    for name, host in final.hosts.items() if final else []:
+        if host.status != "clean":
+            detail = host.unreachable or "; ".join([f.task for f in host.failed] or [c.task for c in host.drift])
+            _say(args, f"  {name}: {host.status}: {detail}")
+    for error in (final.errors if final else []) + report.errors:
+        print(f"  run error: {masker.text(error)}", file=sys.stderr)
+    _say(args, f"result: {report.result} (exit {report.exit_code}); report: {run_dir / 'report.md'}")
+    if args.quiet:
+        print(run_dir)
+    if lock_fd is not None:
+        os.close(lock_fd)
+    return report.exit_code
+
+
+def run(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker_box: list[Masker]) -> None:
+    """The check (and remediation) runs and the webhook. ``masker_box[0]`` grows as secrets are known,
+    so that a failure half-way is still scrubbed with everything read so far."""
+    webhook_url = args.webhook
+    if args.webhook_url_file:
+        try:
+            webhook_url = args.webhook_url_file.read_text().strip()
+        except OSError as exc:
+            raise RuntimeError(f"could not read --webhook-url-file {args.webhook_url_file}: {exc.strerror}") from None
+    try:
+        masker_box[0] = Masker([*collect_secrets(args), *([webhook_url] if webhook_url else [])])
+    except Exception as exc:  # noqa: BLE001 - a vars file or vault that cannot be read
+        raise RuntimeError(f"could not read the secrets to mask: {exc}") from None
+    masker = masker_box[0]
+
     _say(args, f"drift check of {args.playbook} on {args.inventory} -> {run_dir}")
     check = run_phase(args, run_dir, masker, phase="check", check=True, limit=args.limit)
     report.runs.append(check)
     # Only hosts that drifted and had nothing fail: a host whose check stopped half-way is not
     # changed blind; its failure is reported instead.
     to_fix = [name for name in check.drifted_hosts if check.hosts[name].status == "drift"]
-    if args.remediate and to_fix:
+    if args.remediate and to_fix and _STOP.signum is None:
         _say(args, f"remediating {', '.join(to_fix)}")
         report.runs.append(run_phase(args, run_dir, masker, phase="remediate", check=False, limit=",".join(to_fix)))
-        report.runs.append(run_phase(args, run_dir, masker, phase="recheck", check=True, limit=args.limit))
-    finished = datetime.now(UTC)
-    report.finished = finished.isoformat(timespec="seconds")
+        if _STOP.signum is None:
+            report.runs.append(run_phase(args, run_dir, masker, phase="recheck", check=True, limit=args.limit))
 
-    webhook_url = args.webhook
-    if args.webhook_url_file:
-        webhook_url = args.webhook_url_file.read_text().strip()
-    if webhook_url:
-        masker = Masker([*masker.secrets, webhook_url])
+    if webhook_url and _STOP.signum is None:
+        finished = datetime.now(UTC)
         if args.webhook_format == "plain":
             payload: Any = to_dict(report)
         else:
@@ -354,29 +591,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"Could not post to the webhook {report.webhook['target']}: {report.webhook['error']}", file=sys.stderr
             )
-
-    (run_dir / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
-    (run_dir / "report.md").write_text(to_markdown(report))
-    (run_dir / "report.junit.xml").write_text(to_junit(report))
-    scrub_tree(run_dir, masker)
-
-    if not args.no_textfile:
-        try:
-            write_textfile(args.textfile_dir, to_prometheus(report, finished))
-        except OSError as exc:
-            print(f"Could not write {args.textfile_dir / METRICS_FILE}: {exc}", file=sys.stderr)
-
-    final = report.final_check
-    for name, host in final.hosts.items() if final else []:
-        if host.status != "clean":
-            detail = host.unreachable or "; ".join([f.task for f in host.failed] or [c.task for c in host.drift])
-            _say(args, f"  {name}: {host.status}: {detail}")
-    for error in final.errors if final else []:
-        _say(args, f"  run error: {error}")
-    _say(args, f"result: {report.result} (exit {report.exit_code}); report: {run_dir / 'report.md'}")
-    if args.quiet:
-        print(run_dir)
-    return report.exit_code
 
 
 if __name__ == "__main__":

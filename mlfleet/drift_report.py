@@ -44,6 +44,9 @@ MIN_SECRET_LEN = 4
 EXIT_CLEAN = 0
 EXIT_FAILED = 1
 EXIT_DRIFT = 2
+# Not run: another drift run (timer or manual) holds the lock. Not a success: systemd marks the unit
+# failed and the stale-run alert fires if it lasts.
+EXIT_LOCKED = 3
 
 
 class Masker:
@@ -184,6 +187,9 @@ class DriftReport:
     remediate: bool = False
     runs: list[RunReport] = field(default_factory=list)
     webhook: dict[str, Any] | None = None
+    # Errors of the tool itself (a bad option, an unreadable file, SIGTERM, a crash): the run failed
+    # whatever the runs say.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def final_check(self) -> RunReport | None:
@@ -193,7 +199,9 @@ class DriftReport:
     @property
     def exit_code(self) -> int:
         final = self.final_check
-        if final is None or any(r.failed for r in self.runs if r.phase == "remediate") or final.failed:
+        if self.errors or final is None or final.failed:
+            return EXIT_FAILED
+        if any(r.failed for r in self.runs if r.phase == "remediate"):
             return EXIT_FAILED
         return EXIT_DRIFT if final.drifted_hosts else EXIT_CLEAN
 
@@ -398,6 +406,7 @@ def to_dict(report: DriftReport) -> dict[str, Any]:
         },
         "runs": runs,
         "webhook": report.webhook,
+        "errors": report.errors,
     }
 
 
@@ -427,6 +436,8 @@ def to_markdown(report: DriftReport) -> str:
     if report.webhook:
         state = "delivered" if report.webhook.get("ok") else f"NOT delivered: {report.webhook.get('error')}"
         out.append(f"- **Webhook:** {report.webhook.get('target')} ({report.webhook.get('format')}): {state}")
+    for error in report.errors:
+        out += ["", f"> **Error:** {error}"]
     for run in report.runs:
         out += ["", f"## {_PHASE_TITLE.get(run.phase, run.phase)}", ""]
         if run.limit:
@@ -486,9 +497,10 @@ def to_junit(report: DriftReport) -> str:
         if host.status == "clean":
             ET.SubElement(suite, "testcase", classname=name, name="no drift")
             tests += 1
-    if final is None or final.errors:
+    if final is None or final.errors or report.errors:
         case = ET.SubElement(suite, "testcase", classname="ansible-playbook", name="playbook ran")
-        ET.SubElement(case, "error", message="run error").text = "\n".join(final.errors if final else ["no check ran"])
+        lines = report.errors + (final.errors if final else ["no check ran"])
+        ET.SubElement(case, "error", message="run error").text = "\n".join(lines)
         tests, errors = tests + 1, errors + 1
     for element in (suites, suite):
         element.set("tests", str(tests))
@@ -498,12 +510,26 @@ def to_junit(report: DriftReport) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def last_success_of(textfile: str) -> float | None:
+    """``mlfleet_drift_last_success_timestamp_seconds`` of an earlier textfile, if it has one."""
+    for line in textfile.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "mlfleet_drift_last_success_timestamp_seconds":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
 def _label(value: str) -> str:
     # https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def to_prometheus(report: DriftReport, now: datetime) -> str:
+def to_prometheus(report: DriftReport, now: datetime, last_success: float | None = None) -> str:
+    """The node-exporter textfile. ``last_success``: when an earlier run last succeeded (read back from
+    the previous file); a successful run replaces it with ``now``."""
     final = report.final_check
     hosts = final.hosts if final else {}
     out: list[str] = []
@@ -540,6 +566,14 @@ def to_prometheus(report: DriftReport, now: datetime) -> str:
         "1 if the last drift run covered every host (drift or not), 0 if the run itself failed.",
         [(None, int(report.exit_code != EXIT_FAILED))],
     )
+    if report.exit_code != EXIT_FAILED:
+        last_success = now.timestamp()
+    if last_success is not None:
+        metric(
+            "mlfleet_drift_last_success_timestamp_seconds",
+            "When a drift run last covered every host (Unix time); kept across failed runs.",
+            [(None, int(last_success))],
+        )
     return "\n".join(out) + "\n"
 
 

@@ -55,6 +55,8 @@ def test_every_alert_rule_is_loaded(lab: Lab, converged: str) -> None:
         "GPUTemperatureHigh",
         "GPUXidErrors",
         "ConfigDriftDetected",
+        "DriftRunFailed",
+        "DriftRunStale",
     } <= names
 
 

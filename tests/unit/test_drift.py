@@ -8,11 +8,14 @@ tool writes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -25,6 +28,7 @@ from mlfleet.drift_report import (
     DriftReport,
     EventCollector,
     Masker,
+    last_success_of,
     secret_values,
     to_alertmanager,
     to_dict,
@@ -271,15 +275,31 @@ def converge(lab):
         (lab["state"] / name).chmod(mode)
 
 
-def drift(lab, *extra, inventory="hosts.json"):
+def drift_command(lab, *extra, inventory="hosts.json", playbook="site.yml"):
     base = lab["base"]
-    cmd = [sys.executable, "-m", "mlfleet.drift", "-p", str(base / "site.yml"), "-i", str(base / inventory)]
+    cmd = [sys.executable, "-m", "mlfleet.drift", "-p", str(base / playbook), "-i", str(base / inventory)]
     cmd += ["-e", str(base / "secrets.yml"), "--vault-password-file", str(base / "vault-pass")]
     cmd += ["--artifacts-dir", str(lab["artifacts"]), "--textfile-dir", str(lab["metrics"]), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     # ansible-runner dumps the whole environment into artifacts/<ident>/command: the tool masks it.
     env["DRIFT_TEST_API_TOKEN"] = PLANTED
+    return cmd, env
+
+
+def drift(lab, *extra, **kwargs):
+    cmd, env = drift_command(lab, *extra, **kwargs)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_no_secret_in_any_file(lab, *secrets):
+    scanned = 0
+    for path in [*lab["artifacts"].rglob("*"), *lab["metrics"].rglob("*")]:
+        if path.is_file():
+            scanned += 1
+            data = path.read_bytes()
+            for secret in (PLANTED, VAULT_PASSWORD, *secrets):
+                assert secret.encode() not in data, (path, secret)
+    assert scanned > 0
 
 
 def last_report(lab):
@@ -395,3 +415,174 @@ def test_markdown_sample_is_readable():
         )
         in markdown
     )
+
+
+# --- Failure paths: every one leaves a failed report, the failed-run metric and no secret -------
+
+SLOW_PLAYBOOK = """\
+- name: Slow drift check
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Take a long time
+      ansible.builtin.command: sleep 97
+      changed_when: false
+      check_mode: false
+"""
+
+INVENTORY_TOKEN = "Inv3ntory-Vault-T0ken-51d0"
+
+INVENTORY_PLAYBOOK = """\
+- name: Inventory secret
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the inventory token file
+      ansible.builtin.copy:
+        content: "endpoint = https://ops.example/{{ inventory_token }}\\n"
+        dest: "{{ base }}/inventory-token.conf"
+        mode: "0600"
+"""
+
+
+def reports(lab):
+    return sorted(p for p in lab["artifacts"].iterdir() if p.is_dir())
+
+
+def test_e2e_a_bad_option_is_a_failed_run_with_its_report_not_exit_2(lab):
+    converge(lab)
+    assert drift(lab).returncode == 0  # a successful run first: its time is kept as the last success
+    succeeded = last_success_of(metrics(lab))
+    res = drift(lab, "--forks", "many")
+    assert res.returncode == 1, res.stdout + res.stderr  # argparse's own exit 2 would read as "drift"
+    assert "usage error: argument --forks: invalid int value: 'many'" in res.stderr
+    _, report = last_report(lab)
+    assert report["result"] == "failed" and report["exit_code"] == 1
+    assert report["errors"] == ["bad command line: argument --forks: invalid int value: 'many'"]
+    assert "mlfleet_drift_run_success 0\n" in metrics(lab)
+    assert succeeded is not None and last_success_of(metrics(lab)) == succeeded
+
+
+def test_e2e_an_unreadable_webhook_file_is_a_failed_run_with_its_report(lab):
+    before = len(reports(lab))
+    res = drift(lab, "--webhook-url-file", str(lab["base"] / "no-such-url-file"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert "could not read --webhook-url-file" in res.stderr and "No such file or directory" in res.stderr
+    assert len(reports(lab)) == before + 1
+    folder, report = last_report(lab)
+    assert report["result"] == "failed" and report["runs"] == []
+    assert "could not read --webhook-url-file" in report["errors"][0]
+    assert "> **Error:** could not read --webhook-url-file" in (folder / "report.md").read_text()
+    assert "could not read --webhook-url-file" in (folder / "report.junit.xml").read_text()
+    assert "mlfleet_drift_run_success 0\n" in metrics(lab)
+    assert_no_secret_in_any_file(lab)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (orphans reparent to a PID 1 that may never reap them)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_e2e_sigterm_mid_run_leaves_a_failed_scrubbed_report_and_no_process(lab):
+    """What systemd does at TimeoutStartSec or a stop: SIGTERM to every process of the unit (the
+    tool, ansible-playbook, its workers and their tasks), SIGKILL 90 s later."""
+    (lab["base"] / "slow.yml").write_text(SLOW_PLAYBOOK)
+    cmd, env = drift_command(lab, playbook="slow.yml")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["pgrep", "-f", "sleep 97"], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the slow task never started"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.5)
+        tree = [proc.pid, *descendants(proc.pid)]
+        for pid in tree:
+            os.kill(pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out + err
+    _, report = last_report(lab)
+    assert report["result"] == "failed"
+    assert any("stopped by SIGTERM" in e for e in report["errors"]), report["errors"]
+    assert "stopped by SIGTERM" in err
+    assert "mlfleet_drift_run_success 0\n" in metrics(lab)
+    assert not [pid for pid in tree if alive(pid)], "a process of the run outlived SIGTERM"
+    assert_no_secret_in_any_file(lab)
+
+
+def test_e2e_inventory_vault_values_are_masked_in_every_file(lab):
+    base = lab["base"]
+    inventory = base / "inv"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(
+        "all:\n  hosts:\n    drift-local:\n"
+        f"      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+        f"      base: {lab['state']}\n"
+    )
+    encrypted = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string", "--vault-password-file", "vault-pass"]
+        + [INVENTORY_TOKEN, "--name", "inventory_token"],
+        cwd=base,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (inventory / "group_vars" / "all.yml").write_text(encrypted)
+    (base / "inventory.yml").write_text(INVENTORY_PLAYBOOK)
+    (lab["state"] / "inventory-token.conf").write_text("endpoint = stale\n")
+    res = drift(lab, inventory="inv", playbook="inventory.yml")
+    assert res.returncode == 2, res.stdout + res.stderr
+    _, report = last_report(lab)
+    (change,) = report["runs"][0]["hosts"]["drift-local"]["changes"]
+    assert f"+endpoint = https://ops.example/{MASK}" in change["diff"]
+    assert_no_secret_in_any_file(lab, INVENTORY_TOKEN)
+
+
+def test_e2e_a_held_lock_is_reported_as_such_and_nothing_runs(lab):
+    lock = lab["base"] / "drift.lock"
+    before = len(reports(lab))
+    metrics_before = metrics(lab)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write("pid 4242, started 2026-12-05T04:00:00+00:00\n")
+        handle.flush()
+        res = drift(lab, "--lock-file", str(lock))
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"Not run: another drift run holds {lock} (pid 4242, started 2026-12-05T04:00:00+00:00)" in res.stderr
+    assert len(reports(lab)) == before and metrics(lab) == metrics_before
+    # Released: the next run takes the lock, runs and names itself in it.
+    res = drift(lab, "--lock-file", str(lock))
+    assert res.returncode in (0, 2), res.stdout + res.stderr
+    assert lock.read_text().startswith("pid ")
+
+
+def test_last_success_is_kept_across_failed_runs_and_renewed_by_a_good_one():
+    now = datetime(2025, 1, 2, 6, tzinfo=UTC)
+    failed = report_of()
+    failed.errors.append("boom")
+    prom = to_prometheus(failed, now, last_success=1700000000)
+    assert "mlfleet_drift_run_success 0\n" in prom and last_success_of(prom) == 1700000000
+    assert "mlfleet_drift_last_success_timestamp_seconds" not in to_prometheus(failed, now)
+    clean = report_of(collect([stats(ok={"loc": 1})]))
+    assert last_success_of(to_prometheus(clean, now, last_success=1700000000)) == now.timestamp()

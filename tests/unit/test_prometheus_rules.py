@@ -157,7 +157,7 @@ def test_the_rules_test_covers_every_alert(rules_dir):
     tested = {t["alertname"] for case in tests["tests"] for t in case["alert_rule_test"] if t["exp_alerts"]}
     silent = {t["alertname"] for case in tests["tests"] for t in case["alert_rule_test"] if not t["exp_alerts"]}
     assert alerts == tested == silent
-    assert len(alerts) == 10
+    assert len(alerts) == 12
 
 
 def test_the_lab_can_shorten_one_for_window(tmp_path):

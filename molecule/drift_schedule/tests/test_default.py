@@ -1,4 +1,5 @@
-"""drift_schedule: systemd schedules the check, runs it as configured, and treats drift as success.
+"""drift_schedule: systemd schedules the check, runs it as configured, treats drift as success and a
+held lock or a failed run as failure.
 
 The Python at the configured path is prepare.yml's stub (exit 2 = drift), so these tests observe
 the unit wiring; the tool itself is tested in tests/unit/test_drift.py.
@@ -10,7 +11,8 @@ UNIT = "mlfleet-drift"
 PYTHON = "/opt/mlfleet/.venv/bin/python"
 REPORTS = "/var/lib/mlfleet-drift/reports"
 CALLS = "/var/lib/mlfleet-drift/stub-calls"
-LOCK = "/run/lock/mlfleet-drift.lock"
+LOCK = "/var/lib/mlfleet-drift/lock/drift.lock"
+STUB_EXIT = "/var/lib/mlfleet-drift/stub-exit"
 
 
 def show(host, unit, *props):
@@ -40,8 +42,13 @@ def test_systemd_analyze_verify_passes_on_both_units(host):
 
 def test_the_service_runs_the_configured_command(host):
     exec_start = show(host, f"{UNIT}.service", "ExecStart")["ExecStart"]
-    assert f"argv[]=/usr/bin/flock --nonblock --conflict-exit-code 75 {LOCK} {PYTHON} -m mlfleet.drift" in exec_start
-    for arg in ("--limit inference", f"--artifacts-dir {REPORTS}", "--webhook-url-file /etc/mlfleet-drift/webhook-url"):
+    assert f"argv[]={PYTHON} -m mlfleet.drift" in exec_start
+    for arg in (
+        "--limit inference",
+        f"--artifacts-dir {REPORTS}",
+        "--webhook-url-file /etc/mlfleet-drift/webhook-url",
+        f"--lock-file {LOCK}",
+    ):
         assert arg in exec_start
     # The webhook token stays in the 0600 file, out of the world-readable unit.
     assert "mol-s3cret" not in host.file(f"/etc/systemd/system/{UNIT}.service").content_string
@@ -73,18 +80,27 @@ def test_a_drift_run_succeeds_logs_to_the_journal_and_prunes_old_reports(host, o
     )
     assert not host.file(old).exists and host.file(fresh).is_directory  # retention 14 days
     journal = host.check_output("journalctl -u %s.service --since %s --no-pager -o cat", UNIT, since)
-    assert "stub drift run: drift found" in journal
+    assert "stub drift run: exit 2" in journal
 
 
-def test_a_run_while_another_holds_the_lock_is_skipped(host):
-    holder = host.check_output(f"(flock {LOCK} sleep 30 >/dev/null 2>&1 & echo $!) ; sleep 1")
+def test_only_the_service_user_can_hold_the_lock(host):
+    folder = host.file(LOCK.rsplit("/", 1)[0])
+    assert folder.user == "mlfleet-drift" and folder.mode == 0o700
+    # Another account (here nobody) cannot create or open the lock, so it cannot stop the checks.
+    res = host.run(f"runuser -u nobody -- flock --nonblock {LOCK} true")
+    assert res.rc != 0 and "Permission denied" in res.stderr, res.stderr
+    assert host.run(f"runuser -u mlfleet-drift -- flock --nonblock {LOCK} true").rc == 0
+
+
+@pytest.mark.parametrize("code", ["3", "1"])
+def test_a_run_that_found_the_lock_held_or_failed_fails_the_unit(host, code):
+    """Exit 3 (another run holds the lock) and 1 (the run failed) are not successes."""
+    host.check_output(f"echo {code} > {STUB_EXIT}")
     try:
-        before = len(calls(host))
-        assert host.run("systemctl start %s.service", UNIT).rc == 0
+        assert host.run("systemctl start %s.service", UNIT).rc != 0
         assert show(host, f"{UNIT}.service", "Result", "ExecMainStatus") == {
-            "Result": "success",
-            "ExecMainStatus": "75",
+            "Result": "exit-code",
+            "ExecMainStatus": code,
         }
-        assert len(calls(host)) == before
     finally:
-        host.run(f"pkill -P {holder}; kill {holder}")  # the sleep holding the lock, then its flock
+        host.run(f"rm -f {STUB_EXIT}; systemctl reset-failed {UNIT}.service")

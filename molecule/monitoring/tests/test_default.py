@@ -15,6 +15,8 @@ ALERTS = {
     "HostDown",
     "DiskFilling",
     "ConfigDriftDetected",
+    "DriftRunFailed",
+    "DriftRunStale",
     "ModelServerDown",
     "ModelNotReady",
     "ModelServerOutOfRotation",
