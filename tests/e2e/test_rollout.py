@@ -119,6 +119,31 @@ def test_the_model_port_answers_only_the_lb_and_monitoring(lab: Lab, converged: 
         socket.create_connection((lab.hosts["cpu-1"], 8080), timeout=5)
 
 
+def test_a_published_port_that_no_rule_names_is_refused_from_another_host(lab: Lab, converged: str) -> None:
+    """Docker alone opens every published port to everyone; the hardening firewall closes the ones
+    no rule names (a stray container here), while the host itself still reaches it."""
+    image = lab.sh("cpu-1", "docker ps --format '{{.Image}}' | head -n1", become=True).stdout.strip()
+    assert image, "no model container runs on cpu-1"
+    lab.sh(
+        "cpu-1",
+        f"docker run -d --rm --name mlfleet-stray -p 18090:9000 --entrypoint python3 {image} -m http.server 9000",
+        become=True,
+    )
+    try:
+        probe = "import urllib.request;print(urllib.request.urlopen('http://{}:18090/', timeout=5).status)"
+        local = f"python3 -c {json.dumps(probe.format('172.28.10.21'))}"
+        deadline = time.monotonic() + 30
+        while lab.sh("cpu-1", local, check=False).stdout.strip() != "200":
+            assert time.monotonic() < deadline, "the stray container never answered on its own host"
+            time.sleep(1)
+        refused = lab.sh("cpu-2", f"python3 -c {json.dumps(probe.format('cpu-1'))}", check=False)
+        assert refused.returncode != 0 and "timed out" in refused.stderr, refused
+        with pytest.raises(OSError):
+            socket.create_connection((lab.hosts["cpu-1"], 18090), timeout=5)
+    finally:
+        lab.sh("cpu-1", "docker rm -f mlfleet-stray", become=True, check=False)
+
+
 def test_ssh_answers_only_the_control_node(lab: Lab, converged: str) -> None:
     probe = "import socket;socket.create_connection(('cpu-2', 22), timeout=5)"
     refused = lab.sh("cpu-1", f"python3 -c {json.dumps(probe)}", check=False)
