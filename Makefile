@@ -35,11 +35,12 @@ MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molec
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): $(REQUIREMENTS)
+$(STAMP): $(REQUIREMENTS) pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "No Python for ansible-core $(CORE): install Python 3.12 (pyenv install 3.12) or set PYTHON=" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --editable .
 	touch $@
 
 setup: $(STAMP) ## Create .venv with the pinned toolchain (only when missing or stale)
@@ -112,7 +113,7 @@ converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 drift: setup ## Drift check of INVENTORY (exit 0 clean, 2 drift, 1 run failed)
-	python -m mlfleet.drift -i $(INVENTORY) --no-textfile
+	mlfleet drift -i $(INVENTORY) --no-textfile
 
 BENCH_REPS ?= 3
 bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifacts/bench, docs/benchmarks.md)

@@ -1,7 +1,7 @@
-"""`python -m mlfleet` is the drift run (the only command so far)."""
+"""`python -m mlfleet` is the `mlfleet` command (see mlfleet.cli)."""
 
 import sys
 
-from mlfleet.drift import main
+from mlfleet.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Configuration drift run: the site playbook in check + diff mode through ansible-runner's Python API.
 
-Usage: python -m mlfleet.drift --help
+Usage: mlfleet drift --help (or python -m mlfleet.drift --help from a checkout)
 
 ansible-runner traps this module avoids on purpose (verified with ansible-runner 2.4.3):
 - ``cmdline``/``envvars``/``extravars`` given to ``run()`` are written to ``<private_data_dir>/env/``
@@ -48,8 +48,10 @@ from mlfleet.drift_report import (
     to_markdown,
     to_prometheus,
 )
+from mlfleet.progress import Progress
+from mlfleet.site import default_project_dir
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = default_project_dir()
 DEFAULT_TEXTFILE_DIR = Path("/var/lib/prometheus/node-exporter")
 METRICS_FILE = "mlfleet_drift.prom"
 
@@ -82,9 +84,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str = "mlfleet drift") -> argparse.Namespace:
     parser = _Parser(
-        prog="python -m mlfleet.drift",
+        prog=prog,
         description="Run a playbook in check + diff mode, report configuration drift per host and task.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -149,7 +151,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="take this lock (flock) for the run; when another run holds it, exit 3 and name it. "
         "Put it in a folder only the drift user can write",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the report folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["summary", "json", "markdown"],
+        default="summary",
+        help="what goes to stdout at the end: summary lines, or the whole report as JSON or Markdown "
+        "(then every other line goes to stderr) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress and no summary: print only the report folder (or the --output report)",
+    )
     return parser.parse_args(argv)
 
 
@@ -161,6 +176,7 @@ def _fallback_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--textfile-dir", type=Path, default=DEFAULT_TEXTFILE_DIR)
     parser.add_argument("--no-textfile", action="store_true")
     parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("-o", "--output", default="summary")
     try:
         args, _ = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit):
@@ -299,11 +315,26 @@ def scrub_tree(root: Path, masker: Masker) -> None:
 
 
 def run_phase(
-    args: argparse.Namespace, run_dir: Path, masker: Masker, *, phase: str, check: bool, limit: str | None
+    args: argparse.Namespace,
+    run_dir: Path,
+    masker: Masker,
+    *,
+    phase: str,
+    check: bool,
+    limit: str | None,
+    progress: Progress | None = None,
 ) -> RunReport:
     import ansible_runner  # imported here so that --help works without the toolchain
 
     collector = EventCollector(masker)
+    progress = progress or Progress(enabled=False)
+    progress.start_phase(phase)
+
+    def on_event(event: dict[str, Any]) -> bool:
+        collector.feed(event)
+        progress.feed(event)
+        return True
+
     cmdline = ["--diff"] + (["--check"] if check else [])
     if args.vault_password_file:
         cmdline += ["--vault-password-file", str(args.vault_password_file.resolve())]
@@ -337,9 +368,10 @@ def run_phase(
         envvars=envvars,
         suppress_env_files=True,
         quiet=True,
-        event_handler=lambda event: collector.feed(event) or True,
+        event_handler=on_event,
         **kwargs,
     )
+    progress.close()
     report = collector.build(
         phase=phase,
         ident=ident,
@@ -417,8 +449,9 @@ def post_webhook(url: str, payload: Any, timeout: float) -> dict[str, Any]:
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
+    """Progress and summary lines: stdout, unless stdout carries a whole report (--output)."""
     if not args.quiet:
-        print(text, flush=True)
+        print(text, flush=True, file=sys.stdout if args.output == "summary" else sys.stderr)
 
 
 class _Stop:
@@ -489,9 +522,9 @@ def _failed_early(argv: Sequence[str] | None, error: str) -> int:
     return EXIT_FAILED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "mlfleet drift") -> int:
     try:
-        args = parse_args(argv)
+        args = parse_args(argv, prog)
     except UsageError as exc:
         print(f"usage error: {exc} (see --help)", file=sys.stderr)
         return _failed_early(argv, f"bad command line: {exc}")
@@ -545,7 +578,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for error in (final.errors if final else []) + report.errors:
         print(f"  run error: {masker.text(error)}", file=sys.stderr)
     _say(args, f"result: {report.result} (exit {report.exit_code}); report: {run_dir / 'report.md'}")
-    if args.quiet:
+    if args.output == "json":
+        print((run_dir / "report.json").read_text(), end="")
+    elif args.output == "markdown":
+        print((run_dir / "report.md").read_text(), end="")
+    elif args.quiet:
         print(run_dir)
     if lock_fd is not None:
         os.close(lock_fd)
@@ -568,16 +605,22 @@ def run(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker_box
     masker = masker_box[0]
 
     _say(args, f"drift check of {args.playbook} on {args.inventory} -> {run_dir}")
-    check = run_phase(args, run_dir, masker, phase="check", check=True, limit=args.limit)
+    progress = Progress(enabled=None if not args.quiet else False)
+    check = run_phase(args, run_dir, masker, phase="check", check=True, limit=args.limit, progress=progress)
     report.runs.append(check)
     # Only hosts that drifted and had nothing fail: a host whose check stopped half-way is not
     # changed blind; its failure is reported instead.
     to_fix = [name for name in check.drifted_hosts if check.hosts[name].status == "drift"]
     if args.remediate and to_fix and _STOP.signum is None:
         _say(args, f"remediating {', '.join(to_fix)}")
-        report.runs.append(run_phase(args, run_dir, masker, phase="remediate", check=False, limit=",".join(to_fix)))
+        fixing = ",".join(to_fix)
+        report.runs.append(
+            run_phase(args, run_dir, masker, phase="remediate", check=False, limit=fixing, progress=progress)
+        )
         if _STOP.signum is None:
-            report.runs.append(run_phase(args, run_dir, masker, phase="recheck", check=True, limit=args.limit))
+            report.runs.append(
+                run_phase(args, run_dir, masker, phase="recheck", check=True, limit=args.limit, progress=progress)
+            )
 
     if webhook_url and _STOP.signum is None:
         finished = datetime.now(UTC)

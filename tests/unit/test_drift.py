@@ -495,6 +495,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     """Running, not a zombie (orphans reparent to a PID 1 that may never reap them)."""
     try:
@@ -511,7 +518,7 @@ def test_e2e_sigterm_mid_run_leaves_a_failed_scrubbed_report_and_no_process(lab)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run(["pgrep", "-f", "sleep 97"], capture_output=True).returncode != 0:
+        while not any(cmdline(pid) == "sleep 97" for pid in descendants(proc.pid)):
             assert time.monotonic() < deadline, "the slow task never started"
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.5)
@@ -586,3 +593,24 @@ def test_last_success_is_kept_across_failed_runs_and_renewed_by_a_good_one():
     assert "mlfleet_drift_last_success_timestamp_seconds" not in to_prometheus(failed, now)
     clean = report_of(collect([stats(ok={"loc": 1})]))
     assert last_success_of(to_prometheus(clean, now, last_success=1700000000)) == now.timestamp()
+
+
+def test_e2e_progress_on_a_terminal_and_the_report_on_stdout(lab):
+    """On a terminal the run shows one status line (phase, play, task, hosts); -o json puts exactly the
+    report on stdout."""
+    import pexpect
+
+    converge(lab)
+    cmd, env = drift_command(lab)
+    child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(ROOT), env=env, encoding="utf-8", timeout=120, dimensions=(40, 200))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "\r\x1b[K[00:0" in child.before and "] check · play 1 Drift test · task " in child.before
+    assert "1/1 hosts" in child.before and "result: clean (exit 0)" in child.before
+
+    res = drift(lab, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["result"] == "clean"
+    assert "\x1b[K" not in res.stdout + res.stderr  # captured, not a terminal: no status line
+    assert "result: clean (exit 0)" in res.stderr

@@ -1,0 +1,69 @@
+"""``mlfleet``: the site tools of an mlfleet site repository, as subcommands of one command.
+
+Each subcommand is a module with ``main(argv, prog) -> int`` and its own ``--help`` and exit codes;
+this module only dispatches, so that ``mlfleet --help`` works without the Ansible toolchain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+# name -> (module, one line for the command list)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "drift": ("mlfleet.drift", "check the fleet for configuration drift (check + diff), report and alert"),
+    "ledger": ("mlfleet.ledger", "what each host serves and every rollout, rollback and heal, from the ledger"),
+}
+
+EPILOG = """\
+exit codes: each command documents its own (mlfleet COMMAND --help). Common to all: 0 success,
+1 the command failed or its command line was wrong (with the reason on stderr).
+
+Run `mlfleet COMMAND --help` for a command's options.
+"""
+
+
+def version() -> str:
+    try:
+        return metadata.version("mlfleet")
+    except metadata.PackageNotFoundError:  # run from a checkout without installing it
+        return "unknown (not installed)"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="mlfleet",
+        description="Site tools for on-prem ML inference fleets run with the mlfleet.fleet collection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"mlfleet {version()}")
+    commands = top.add_subparsers(title="commands", metavar="COMMAND")
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        parser().print_help()
+        return 0 if args else 1
+    if args[0] == "--version":
+        print(f"mlfleet {version()}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(
+            f"mlfleet: unknown command {name!r}; commands: {', '.join(COMMANDS)} (see mlfleet --help)", file=sys.stderr
+        )
+        return 1
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest, prog=f"mlfleet {name}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
