@@ -42,6 +42,28 @@ def test_prometheus_scrapes_every_expected_target(lab: Lab, converged: str) -> N
     assert {k: health.get(k) for k in expected} == dict.fromkeys(expected, "up")
 
 
+def test_each_running_replica_is_described_with_its_version_and_placement(lab: Lab, converged: str) -> None:
+    """mlfleet_replica_info (node-exporter's textfile, written by model_server) matches what docker runs."""
+    fmt = '{{.Names}}|{{.Label "io.mlfleet.model.version"}}|{{.Label "io.mlfleet.model.device"}}'
+    running = {}
+    for host in INFERENCE:
+        out = lab.sh(host, f"docker ps --filter label=io.mlfleet.model --format '{fmt}'", become=True).stdout
+        for line in out.splitlines():
+            name, version, device = line.split("|")
+            running[(host, name)] = (version, device)
+    assert len(running) == 6  # two replicas on each CPU host, one on each GPU host
+
+    def described() -> dict:
+        result = api("/api/v1/query?query=mlfleet_replica_info")["result"]
+        return {
+            (s["metric"]["host"], s["metric"]["container"]): (s["metric"]["version"], s["metric"]["placement"])
+            for s in result
+        }
+
+    assert wait_for(lambda: described() == running, 60), (described(), running)
+    assert all(placement for _version, placement in running.values())
+
+
 def test_every_alert_rule_is_loaded(lab: Lab, converged: str) -> None:
     names = {r["name"] for g in api("/api/v1/rules")["groups"] for r in g["rules"] if r["type"] == "alerting"}
     assert {

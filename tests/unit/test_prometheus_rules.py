@@ -154,10 +154,20 @@ def test_the_rules_test_covers_every_alert(rules_dir):
     rules = yaml.safe_load((rules_dir / "mlfleet.yml").read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     tests = yaml.safe_load((FIXTURES / "rules_test.yml").read_text())
-    tested = {t["alertname"] for case in tests["tests"] for t in case["alert_rule_test"] if t["exp_alerts"]}
-    silent = {t["alertname"] for case in tests["tests"] for t in case["alert_rule_test"] if not t["exp_alerts"]}
+    cases = [t for case in tests["tests"] for t in case.get("alert_rule_test", [])]
+    tested = {t["alertname"] for t in cases if t["exp_alerts"]}
+    silent = {t["alertname"] for t in cases if not t["exp_alerts"]}
     assert alerts == tested == silent
     assert len(alerts) == 12
+
+
+def test_the_rules_test_covers_every_recording_rule(rules_dir):
+    rules = yaml.safe_load((rules_dir / "mlfleet.yml").read_text())
+    records = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    tests = yaml.safe_load((FIXTURES / "rules_test.yml").read_text())
+    tested = {t["expr"] for case in tests["tests"] for t in case.get("promql_expr_test", []) if t["exp_samples"]}
+    assert {r for r in records if r.startswith("mlfleet:replica_gpu_")} <= tested
+    assert "mlfleet:replica_gpu_utilization:percent" in records
 
 
 def test_the_lab_can_shorten_one_for_window(tmp_path):
