@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shlex
+import shutil
 import socket
 import threading
 import time
@@ -376,6 +377,13 @@ def lb_admin(lab: Lab, command: str) -> str:
 LOCK = "/var/lib/mlfleet/fleet.lock"
 
 
+def test_a_ledger_that_cannot_take_records_is_refused_in_preflight(lab: Lab, converged: str, tmp_path: Path) -> None:
+    folder = tmp_path / "deployments.jsonl"
+    folder.mkdir()
+    out = _refused_in_preflight(lab, "-e", "rollout_version=v1", "-e", f"rollout_ledger_file={folder}")
+    assert f"The ledger {folder} cannot take records (it is a folder)" in out
+
+
 def test_a_run_killed_on_another_control_node_blocks_changes_until_its_lock_is_broken_then_is_healed(
     lab: Lab, converged: str
 ) -> None:
@@ -435,3 +443,62 @@ def test_rollback_goes_back_to_the_previous_version(lab: Lab, converged: str) ->
         "model-iris",
         "model-iris-1",
     ]
+
+
+def test_a_ledger_that_fails_mid_run_strands_no_host_and_the_next_run_finishes(
+    lab: Lab, converged: str, tmp_path: Path
+) -> None:
+    """Fault (d): the ledger stops taking records after preflight (it becomes a folder while the canary
+    is out of rotation). The canary is still gated and put back; the run stops there with the record in
+    its message; the next run, with the ledger back, finishes the rollout."""
+    before = replicas(lab)
+    assert {r["version"] for r in before.values()} == {"v1"}  # after the rollback above
+    saved, offset = tmp_path / "ledger.saved", ledger_len()
+    shutil.copy(LEDGER, saved)
+    broken = threading.Event()
+
+    def break_the_ledger_once_the_canary_is_out() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if not lb_servers().get("cpu-1", "UP").startswith("UP"):
+                    LEDGER.unlink()
+                    LEDGER.mkdir()
+                    broken.set()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    breaker = threading.Thread(target=break_the_ledger_once_the_canary_is_out, daemon=True)
+    breaker.start()
+    try:
+        with Client(INFER_URL) as client:
+            res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
+    finally:
+        breaker.join(timeout=5)
+        if LEDGER.is_dir():
+            LEDGER.rmdir()
+            shutil.copy(saved, LEDGER)
+    assert broken.is_set()
+    assert res.returncode != 0
+    assert f"cpu-1 is serving, every replica in the load balancer, but the ledger {LEDGER}" in res.stdout
+    assert "could not take its record(s): Could not append to the ledger" in res.stdout
+    kept = res.stdout.split("Record: {", 1)[-1]  # the record, kept in the message (YAML may escape its quotes)
+    assert "Record: {" in res.stdout and "deployed" in kept and "model-iris" in kept
+    assert client.outcomes["failed"] == 0, client.errors
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
+    # Only the canary replica changed; no later batch started.
+    after = replicas(lab)
+    canary = ("cpu-1", "model-iris")
+    assert after[canary]["version"] == "v2"
+    assert {k: r for k, r in after.items() if k != canary} == {k: r for k, r in before.items() if k != canary}
+    assert ledger_since(offset) == []
+
+    res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert {r["version"] for r in replicas(lab).values()} == {"v2"}
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
+    records = ledger_since(offset)
+    assert {(r["result"], r["version"]) for r in records} == {("deployed", "v2")}
+    assert {r["host"] for r in records} == set(INFERENCE)
