@@ -123,7 +123,8 @@ def test_the_model_port_answers_only_the_lb_and_monitoring(lab: Lab, converged: 
 def test_a_published_port_that_no_rule_names_is_refused_from_another_host(lab: Lab, converged: str) -> None:
     """Docker alone opens every published port to everyone; the hardening firewall closes the ones
     no rule names (a stray container here), while the host itself still reaches it."""
-    image = lab.sh("cpu-1", "docker ps --format '{{.Image}}' | head -n1", become=True).stdout.strip()
+    # The image the model runs, by its ID (replicas run by digest, so there is no tag to name).
+    image = lab.sh("cpu-1", "docker inspect --format '{{.Image}}' model-iris", become=True).stdout.strip()
     assert image, "no model container runs on cpu-1"
     lab.sh(
         "cpu-1",
