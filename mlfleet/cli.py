@@ -26,6 +26,18 @@ Run `mlfleet COMMAND --help` for a command's options.
 """
 
 
+class UsageError(Exception):
+    """A bad command line. argparse would exit 2, which `mlfleet drift` uses for "drift found"; every
+    subcommand reports it as a failure (exit 1) instead."""
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every subcommand: a bad command line raises UsageError instead of exiting 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
 def version() -> str:
     try:
         return metadata.version("mlfleet")

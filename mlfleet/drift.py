@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlfleet.cli import Parser, UsageError
 from mlfleet.drift_report import (
     EXIT_CLEAN,
     EXIT_DRIFT,
@@ -75,17 +76,8 @@ line, both of which ansible-runner records in artifacts/<ident>/command.
 """
 
 
-class UsageError(Exception):
-    """A bad command line; argparse would exit 2, which means "drift" here."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def parse_args(argv: Sequence[str] | None, prog: str = "mlfleet drift") -> argparse.Namespace:
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Run a playbook in check + diff mode, report configuration drift per host and task.",
         epilog=EPILOG,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlfleet.cli import Parser, UsageError
 from mlfleet.site import default_project_dir
 
 EXIT_OK = 0
@@ -33,17 +34,8 @@ ran that version (deployed, rolled_back).
 """
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Print the deployment ledger, filtered, as a table, JSON lines or Markdown.",
         epilog=EPILOG,
