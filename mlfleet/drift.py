@@ -248,8 +248,8 @@ def inventory_secrets(roots: Sequence[Path], vault_password_file: Path | None) -
     from ansible.parsing.vault import VaultLib, VaultSecret
 
     loader = _inventory_loader()
-    files = _vars_files(roots)
-    if not any(b"$ANSIBLE_VAULT" in p.read_bytes() for p in files):
+    vaulted = [raw for raw in (p.read_bytes() for p in _vars_files(roots)) if b"$ANSIBLE_VAULT" in raw]
+    if not vaulted:
         return []
     if vault_password_file is None:
         raise ValueError(
@@ -271,10 +271,7 @@ def inventory_secrets(roots: Sequence[Path], vault_password_file: Path | None) -
         elif encrypted and isinstance(data, str | int | float) and not isinstance(data, bool):
             secrets.append(str(data))
 
-    for path in files:
-        raw = path.read_bytes()
-        if b"$ANSIBLE_VAULT" not in raw:
-            continue
+    for raw in vaulted:
         encrypted = raw.lstrip().startswith(b"$ANSIBLE_VAULT")
         text = vault.decrypt(raw).decode() if encrypted else raw.decode()
         walk(yaml.load(text, Loader=loader), encrypted)  # noqa: S506 - a SafeLoader subclass
