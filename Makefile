@@ -30,7 +30,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup lint docs sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
+.PHONY: help setup lint ee docs sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,13 +45,26 @@ $(STAMP): $(REQUIREMENTS) pyproject.toml
 
 setup: $(STAMP) ## Create .venv with the pinned toolchain (only when missing or stale)
 
-lint: setup ## yamllint, ansible-lint (production), ruff, FQCN check, role docs up to date
+lint: setup ee ## yamllint, ansible-lint (production), ruff, FQCN check, role docs, the execution environment
 	yamllint --strict .
 	ansible-lint --profile production --offline
 	ruff check $(PY_DIRS)
 	ruff format --check $(PY_DIRS)
 	python tools/check_fqcn.py
 	python tools/role_docs.py --check
+
+# The execution environment of execution-environment.yml, from this checkout: the collection tarball
+# and the mlfleet wheel, the recipe checked against the repository, and ansible-builder's build context.
+EE_BUILD := artifacts/ee/build
+ee: setup ## Execution environment build context in artifacts/ee/context (then: docker build -t mlfleet-ee:0.2.0 artifacts/ee/context)
+	rm -rf artifacts/ee
+	mkdir -p $(EE_BUILD)/src
+	ansible-galaxy collection build $(COLLECTION) --output-path $(EE_BUILD)
+	cp -r pyproject.toml README.md mlfleet $(EE_BUILD)/src/
+	pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(EE_BUILD) $(EE_BUILD)/src
+	rm -rf $(EE_BUILD)/src
+	python tools/check_ee.py
+	ansible-builder create --file execution-environment.yml --context artifacts/ee/context --output-filename Containerfile
 
 docs: setup ## Regenerate the variables section of every role README from its argument specs
 	python tools/role_docs.py
