@@ -30,7 +30,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup lint ee docs sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
+.PHONY: help prereqs setup lint ee docs sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -119,7 +119,19 @@ lab-up: setup ## Bring the lab up (idempotent; repairs a half-up lab; LAB_CPU_HO
 lab-down: setup ## Remove the lab's containers, network, volumes, keys and CA
 	ansible-playbook lab/down.yml
 
-demo: lab-up ## Lab up, hosts and LB converged, v1 then v2 rolled out canary first, report
+prereqs: ## As root: install and start what the control node needs (docker, debootstrap); else say how
+	bash tools/prereqs.sh
+
+demo: prereqs ## Lab up, hosts and LB converged, v1 then v2 rolled out canary first, report
+	@echo "make demo: about 20 minutes the first time on a 2-core machine (toolchain, lab image and model"
+	@echo "images are built once), a few minutes on later runs. Stages: 1/3 toolchain into .venv,"
+	@echo "2/3 lab up (6 hosts as containers), 3/3 demo.yml: preflight, hosts, monitoring, logging,"
+	@echo "load balancer, first release v1, pinned release v2 canary first, report."
+	@echo "== 1/3 toolchain"
+	@$(MAKE) --no-print-directory setup
+	@echo "== 2/3 lab up"
+	@$(MAKE) --no-print-directory lab-up
+	@echo "== 3/3 demo.yml"
 	ansible-playbook -i $(INVENTORY) lab/demo.yml
 
 converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
