@@ -88,12 +88,13 @@ image: setup ## Build the lab base image (only when its recipe changed)
 
 molecule: setup image ## Every role's Molecule scenario
 	@for s in $(MOLECULE_SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; \
+	  echo "=== molecule test -s $$s"; start=$$(date +%s); \
 	  molecule test -s $$s || exit 1; \
+	  echo "=== molecule test -s $$s: passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
 e2e: setup ## End-to-end tests on one shared lab (brings it up, tears it down last)
-	pytest tests/e2e
+	pytest tests/e2e --durations=30
 
 compat: compat-checks compat-molecule ## lint, sanity, unit and the ca_trust Molecule scenario on ansible-core 2.21 (Python 3.12)
 
