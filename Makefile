@@ -30,7 +30,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help prereqs setup lint ee docs sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
+.PHONY: help prereqs setup lint ee docs dashboards sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,7 @@ lint: setup ee ## yamllint, ansible-lint (production), ruff, FQCN check, role do
 	ruff format --check $(PY_DIRS)
 	python tools/check_fqcn.py
 	python tools/role_docs.py --check
+	python tools/dashboards.py --check
 
 # The execution environment of execution-environment.yml, from this checkout: the collection tarball
 # and the mlfleet wheel, the recipe checked against the repository, and ansible-builder's build context.
@@ -65,6 +66,9 @@ ee: setup ## Execution environment build context in artifacts/ee/context (then: 
 	rm -rf $(EE_BUILD)/src
 	python tools/check_ee.py
 	ansible-builder create --file execution-environment.yml --context artifacts/ee/context --output-filename Containerfile
+
+dashboards: setup ## Regenerate the Grafana dashboards (JSON in roles/grafana_dashboards) from tools/dashboards.py
+	python tools/dashboards.py
 
 docs: setup ## Regenerate the variables section of every role README from its argument specs
 	python tools/role_docs.py

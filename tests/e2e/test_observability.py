@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 import urllib.request
 import uuid
 
+import yaml
 from labkit import Lab, wait_for
 
 PROMETHEUS = "http://172.28.10.30:9090"
@@ -62,6 +64,48 @@ def test_each_running_replica_is_described_with_its_version_and_placement(lab: L
 
     assert wait_for(lambda: described() == running, 60), (described(), running)
     assert all(placement for _version, placement in running.values())
+
+
+# The dashboards the grafana_dashboards role provisions on obs-1. The lab has the series of the fleet
+# and serving ones; the GPU (DCGM) and drift (a control host's textfile) dashboards are evaluated on
+# exporter-shaped series in tests/unit/test_dashboards.py: the lab has no GPU, and its drift runs
+# write their textfile on the control node, which Prometheus does not scrape.
+DASHBOARDS = "/var/lib/grafana/dashboards/mlfleet"
+LAB_DASHBOARDS = ["mlfleet-fleet", "mlfleet-serving"]
+
+
+def grafana_query(expr: str) -> list:
+    """A panel query as Grafana sends it with every variable on "All" and a 1m rate interval."""
+    concrete = expr.replace("$__rate_interval", "1m").replace('"$model"', '".+"').replace('"$host"', '".+"')
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/query?{urllib.parse.urlencode({'query': concrete})}") as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", (expr, body)
+    return body["data"]["result"]
+
+
+def test_every_panel_of_the_provisioned_dashboards_returns_data(lab: Lab, converged: str) -> None:
+    files = sorted(lab.sh("obs-1", f"ls {DASHBOARDS}").stdout.split())
+    assert files == ["mlfleet-drift.json", "mlfleet-fleet.json", "mlfleet-gpu.json", "mlfleet-serving.json"]
+    # The provisioned datasource points at a Prometheus that answers from the monitoring host.
+    datasources = yaml.safe_load(lab.sh("obs-1", "cat /etc/grafana/provisioning/datasources/mlfleet.yaml").stdout)
+    (source,) = datasources["datasources"]
+    assert source["uid"] == "mlfleet-prometheus"
+    probe = f"import urllib.request;print(urllib.request.urlopen('{source['url']}/-/ready').status)"
+    assert lab.sh("obs-1", f"python3 -c {json.dumps(probe)}").stdout.strip() == "200"
+
+    def empty_panels() -> list[tuple[str, str, str]]:
+        empty = []
+        for name in LAB_DASHBOARDS:
+            board = json.loads(lab.sh("obs-1", f"cat {DASHBOARDS}/{name}.json").stdout)
+            for panel in board["panels"]:
+                empty += [(name, panel["title"], t["refId"]) for t in panel["targets"] if not grafana_query(t["expr"])]
+            for variable in board.get("templating", {}).get("list", []):
+                if not grafana_query(variable["query"].removeprefix("label_values(").split(",")[0]):
+                    empty.append((name, f"variable {variable['name']}", ""))
+        return empty
+
+    # Rates need two scrapes of a replica started by the converge.
+    assert wait_for(lambda: empty_panels() == [], 60), empty_panels()
 
 
 def test_every_alert_rule_is_loaded(lab: Lab, converged: str) -> None:

@@ -1,4 +1,4 @@
-"""node_monitoring + prometheus: Prometheus on one host scrapes the other host's exporter for real.
+"""node_monitoring + prometheus + grafana_dashboards: Prometheus on one host scrapes the other host's exporter for real.
 
 The hosts are reached by container name (docker://); the inventory's ansible_host is the address on
 the scenario's network that Prometheus scrapes, as in the real inventories.
@@ -156,3 +156,34 @@ def test_a_stopped_exporter_fires_host_down(node, prom):
     finally:
         node.run_expect([0], "systemctl start prometheus-node-exporter")
     assert wait_for(lambda: host_down() == [], timeout=60)
+
+
+def test_a_drift_textfile_names_the_checked_hosts_and_the_control_host(node, prom):
+    """The drift tool's file on a control host: per-host series keep the checked host in `host`."""
+    node.run_expect(
+        [0],
+        "printf 'mlfleet_drift_changes{host=\\\"gpu-7\\\"} 3\\nmlfleet_drift_run_success 1\\n'"
+        " > /var/lib/prometheus/node-exporter/.drift.tmp"
+        " && mv /var/lib/prometheus/node-exporter/.drift.tmp /var/lib/prometheus/node-exporter/mlfleet_drift.prom",
+    )
+    try:
+        changes = wait_for(lambda: api(prom, "query?query=mlfleet_drift_changes")["result"])
+        assert [(s["metric"]["host"], s["metric"].get("checked_from"), s["value"][1]) for s in changes] == [
+            ("gpu-7", "mol-monitoring-node", "3")
+        ]
+        assert "exported_host" not in changes[0]["metric"]
+        (run,) = api(prom, "query?query=mlfleet_drift_run_success")["result"]
+        assert run["metric"]["host"] == "mol-monitoring-node"
+    finally:
+        node.run("rm -f /var/lib/prometheus/node-exporter/mlfleet_drift.prom")
+
+
+def test_the_provisioned_dashboards_query_a_prometheus_that_answers(prom):
+    listing = prom.run("ls /var/lib/grafana/dashboards/mlfleet").stdout.split()
+    assert sorted(listing) == ["mlfleet-drift.json", "mlfleet-fleet.json", "mlfleet-gpu.json", "mlfleet-serving.json"]
+    provider = prom.file("/etc/grafana/provisioning/dashboards/mlfleet.yaml").content_string
+    assert 'path: "/var/lib/grafana/dashboards/mlfleet"' in provider
+    datasource = prom.file("/etc/grafana/provisioning/datasources/mlfleet.yaml").content_string
+    (url,) = [line.split(": ", 1)[1].strip('"') for line in datasource.splitlines() if line.strip().startswith("url:")]
+    status, _ = get(prom, f"{url}/-/ready")
+    assert status == 200
