@@ -10,6 +10,7 @@ import json
 import shlex
 import shutil
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -18,10 +19,11 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from labkit import ROOT, Lab, playbook, recap
+from labkit import LAB_STATE, ROOT, Lab, playbook, recap
 from loadgen import Client
 
 LB = "172.28.10.10"
+REGISTRY = "172.28.10.30:5000"
 INFER_URL = f"http://{LB}:8000/v2/models/iris/infer"
 INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
 # The LB servers of iris: one per replica; the CPU hosts run two (inventories/lab/group_vars/cpu_inference).
@@ -108,6 +110,35 @@ def test_site_deploys_v1_everywhere_and_the_lb_answers_correctly(lab: Lab, conve
     for _ in range(40):
         client.request_once()
     assert client.outcomes == {"ok": 40}, client.errors
+
+
+def registry_digest(repository: str, tag: str) -> str:
+    """The digest the lab registry serves for repository:tag (HEAD of the manifest, lab CA)."""
+    ctx = ssl.create_default_context(cafile=str(LAB_STATE / "pki" / "ca.crt"))
+    req = urllib.request.Request(
+        f"https://{REGISTRY}/v2/{repository}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+        return resp.headers["Docker-Content-Digest"]
+
+
+def test_every_replica_runs_hardened_and_pinned_to_the_registry_digest_of_its_version(lab: Lab, converged: str) -> None:
+    cmd = "docker inspect $(docker ps -q --filter label=io.mlfleet.model=iris)"
+    out = lab.ansible("inference", "ansible.builtin.shell", cmd, become=True)
+    containers = [c for r in out.values() for c in json.loads(r["stdout"])]
+    assert len(containers) == len(SERVERS)
+    digests = {
+        v: registry_digest("iris", v) for v in {c["Config"]["Labels"]["io.mlfleet.model.version"] for c in containers}
+    }
+    for c in containers:
+        version = c["Config"]["Labels"]["io.mlfleet.model.version"]
+        assert c["Config"]["Image"] == f"{REGISTRY}/iris@{digests[version]}", c["Name"]
+        assert c["HostConfig"]["ReadonlyRootfs"] is True, c["Name"]
+        assert c["HostConfig"]["CapDrop"] == ["ALL"], c["Name"]
+        assert "no-new-privileges:true" in c["HostConfig"]["SecurityOpt"], c["Name"]
+        assert c["Config"]["User"] == "10001:10001", c["Name"]
 
 
 def test_the_model_port_answers_only_the_lb_and_monitoring(lab: Lab, converged: str) -> None:
