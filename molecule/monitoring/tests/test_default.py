@@ -162,7 +162,7 @@ def test_a_drift_textfile_names_the_checked_hosts_and_the_control_host(node, pro
     """The drift tool's file on a control host: per-host series keep the checked host in `host`."""
     node.run_expect(
         [0],
-        "printf 'mlfleet_drift_changes{host=\\\"gpu-7\\\"} 3\\nmlfleet_drift_run_success 1\\n'"
+        "printf '%s\\n' 'mlfleet_drift_changes{host=\"gpu-7\"} 3' 'mlfleet_drift_run_success 1'"
         " > /var/lib/prometheus/node-exporter/.drift.tmp"
         " && mv /var/lib/prometheus/node-exporter/.drift.tmp /var/lib/prometheus/node-exporter/mlfleet_drift.prom",
     )
