@@ -30,7 +30,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help prereqs setup lint ee docs dashboards sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
+.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -108,11 +108,15 @@ compat-checks:
 compat-molecule:
 	$(MAKE) CORE=2.21 molecule MOLECULE_SCENARIOS=ca_trust
 
-# The ansible-core 2.21 checks need no container: they run beside the Molecule scenarios, which
-# spend most of their time waiting for apt inside their hosts (output is shown per target).
-test: lint sanity unit ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
-	$(MAKE) --no-print-directory --output-sync=target -j2 molecule compat-checks
+# The checks need no container: they run beside the Molecule scenarios, which spend much of their
+# time waiting for apt and systemd inside their hosts (output is shown per target).
+test: lint ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
+	$(MAKE) --no-print-directory --output-sync=target -j2 molecule checks
 	$(MAKE) --no-print-directory e2e compat-molecule
+
+# Lint first (fails fast); then sanity, unit and the 2.21 checks one after the other, beside Molecule.
+checks:
+	$(MAKE) --no-print-directory -j1 sanity unit compat-checks
 
 # LAB_CPU_HOSTS=N resizes the lab's CPU group to N hosts (benchmarks at fleet scale; see lab/roles/lab).
 LAB_CPU_HOSTS ?=
