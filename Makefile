@@ -109,9 +109,10 @@ compat-molecule:
 	$(MAKE) CORE=2.21 molecule MOLECULE_SCENARIOS=ca_trust
 
 # The checks need no container: they run beside the Molecule scenarios, which spend much of their
-# time waiting for apt and systemd inside their hosts (output is shown per target).
+# time waiting for apt and systemd inside their hosts. tools/lanes.sh logs each lane to
+# artifacts/lanes/ and prints a failed lane's log last, so the end of CI's output names the failure.
 test: lint ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
-	$(MAKE) --no-print-directory --output-sync=target -j2 molecule checks
+	MAKE="$(MAKE)" bash tools/lanes.sh molecule checks
 	$(MAKE) --no-print-directory e2e compat-molecule
 
 # Lint first (fails fast); then sanity, unit and the 2.21 checks one after the other, beside Molecule.
