@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ TAGS = ["mlfleet"]
 # The version each replica runs, per (host, container): joined onto the model servers' series.
 RUNNING = "max by (host, container, model, version) (mlfleet_replica_info)"
 MODEL = 'model=~"$model"'
+# What a variable set to "All" stands for in a query.
+ALL_VALUE = ".+"
 
 
 def by_running_version(expr: str) -> str:
@@ -78,8 +81,13 @@ def variable(name: str, label: str, expr: str):
     return (
         dashboard.QueryVariable(name).label(label).datasource(DS).query(expr)
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
-        .multi(True).include_all(True).all_value(".+")
+        .multi(True).include_all(True).all_value(ALL_VALUE)
     )  # fmt: skip
+
+
+def as_sent(expr: str, rate_interval: str = "1m") -> str:
+    """A panel's query as Grafana sends it to Prometheus with every variable on "All"."""
+    return re.sub(r'"\$[A-Za-z_]\w*"', f'"{ALL_VALUE}"', expr.replace("$__rate_interval", rate_interval))
 
 
 def board(uid: str, title: str, desc: str):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import yaml
 from labkit import Lab, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import dashboards  # noqa: E402
 
 PROMETHEUS = "http://172.28.10.30:9090"
 INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
@@ -76,8 +81,8 @@ LAB_DASHBOARDS = ["mlfleet-fleet", "mlfleet-serving"]
 
 def grafana_query(expr: str) -> list:
     """A panel query as Grafana sends it with every variable on "All" and a 1m rate interval."""
-    concrete = expr.replace("$__rate_interval", "1m").replace('"$model"', '".+"').replace('"$host"', '".+"')
-    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/query?{urllib.parse.urlencode({'query': concrete})}") as r:
+    sent = dashboards.as_sent(expr)
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/query?{urllib.parse.urlencode({'query': sent})}") as r:
         body = json.loads(r.read())
     assert body["status"] == "success", (expr, body)
     return body["data"]["result"]
