@@ -288,7 +288,7 @@ def test_deadline_exceeded_names_the_check(server: FakeServer) -> None:
 
 
 def test_unknown_model(server: FakeServer) -> None:
-    result = run(v2_args(server, model="setosa", deadline=0.5, retry_interval=1))
+    result = run(v2_args(server, model="setosa", deadline=5, retry_interval=10))
     assert result["failed"] is True
     assert result["failed_check"] == "model_ready"
     assert "HTTP 404" in result["msg"] and "Model setosa not found" in result["msg"]
@@ -296,7 +296,7 @@ def test_unknown_model(server: FakeServer) -> None:
 
 def test_wrong_output(server: FakeServer) -> None:
     server.state.outputs = [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [2]}]
-    result = run(v2_args(server, deadline=0.5, retry_interval=1))
+    result = run(v2_args(server, deadline=5, retry_interval=10))
     assert result["failed"] is True
     assert result["failed_check"] == "infer"
     assert "check 'infer'" in result["msg"]
@@ -308,7 +308,7 @@ def test_wrong_output(server: FakeServer) -> None:
 
     # Retried until the deadline, the message still says what the last complete answer was,
     # not that the last retry was cut short.
-    retried = run(v2_args(server, deadline=1.0, retry_interval=0.02))
+    retried = run(v2_args(server, deadline=2.0, retry_interval=0.02))
     assert retried["attempts"] > 1
     assert "expected [0] got [2]" in retried["msg"], retried["msg"]
     assert retried["inference"]["output"] == [2]
@@ -320,11 +320,11 @@ def test_tolerance(server: FakeServer) -> None:
     assert not ok.get("failed"), ok.get("msg")
     assert ok["inference"]["matched"] is True
 
-    tight = run(v2_args(server, expected_output=[0.5, 0.5], tolerance=0.0001, deadline=0.5, retry_interval=1))
+    tight = run(v2_args(server, expected_output=[0.5, 0.5], tolerance=0.0001, deadline=5, retry_interval=10))
     assert tight["failed"] is True
     assert "expected [0.5, 0.5] got [0.501, 0.499] (tolerance 0.0001)" in tight["msg"]
 
-    exact = run(v2_args(server, expected_output=[0.5, 0.5], deadline=0.5, retry_interval=1))
+    exact = run(v2_args(server, expected_output=[0.5, 0.5], deadline=5, retry_interval=10))
     assert exact["failed"] is True
     assert "expected [0.5, 0.5] got [0.501, 0.499]" in exact["msg"]
 
@@ -339,7 +339,7 @@ def test_output_selected_by_name(server: FakeServer) -> None:
     assert result["inference"]["output_name"] == "proba"
     by_index = run(v2_args(server, output=0, expected_output="setosa"))
     assert not by_index.get("failed"), by_index.get("msg")
-    missing = run(v2_args(server, output="logits", deadline=0.5, retry_interval=1))
+    missing = run(v2_args(server, output="logits", deadline=5, retry_interval=10))
     assert "no output named 'logits' (outputs: label, proba)" in missing["msg"]
 
 
@@ -347,7 +347,12 @@ def test_latency_threshold_failure(server: FakeServer) -> None:
     server.state.infer_delay = 0.03
     result = run(
         v2_args(
-            server, checks=["infer", "latency"], latency_requests=4, latency_p99_max_ms=10, deadline=1, retry_interval=2
+            server,
+            checks=["infer", "latency"],
+            latency_requests=4,
+            latency_p99_max_ms=10,
+            deadline=5,
+            retry_interval=10,
         )
     )
     assert result["failed"] is True
@@ -405,7 +410,7 @@ def test_check_mode_gives_the_same_result(server: FakeServer) -> None:
     assert stable(checked) == stable(normal)
 
     server.state.outputs = [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [1]}]
-    failing = dict(args, deadline=1, retry_interval=2)  # one attempt: the same number of requests both times
+    failing = dict(args, deadline=5, retry_interval=10)  # one attempt: the same number of requests both times
     assert stable(run(failing, check_mode=True)) == stable(run(failing))
 
 
@@ -454,8 +459,8 @@ def test_openai_chat_and_wrong_text(server: FakeServer) -> None:
         "model": "tiny-llm",
         "infer_request": {"messages": [{"role": "user", "content": "Capital of France?"}], "max_tokens": 8},
         "expected_output": "Paris",
-        "deadline": 0.5,
-        "retry_interval": 1,
+        "deadline": 5,
+        "retry_interval": 10,
     }
     result = run(args)
     assert not result.get("failed"), result.get("msg")
@@ -470,7 +475,7 @@ def test_openai_chat_and_wrong_text(server: FakeServer) -> None:
 
 
 def test_openai_model_not_listed(server: FakeServer) -> None:
-    result = run({"url": server.url, "protocol": "openai", "model": "big-llm", "deadline": 0.5, "retry_interval": 1})
+    result = run({"url": server.url, "protocol": "openai", "model": "big-llm", "deadline": 5, "retry_interval": 10})
     assert result["failed"] is True
     assert result["failed_check"] == "model_ready"
     assert "model 'big-llm' is not listed by GET " in result["msg"]
@@ -494,8 +499,8 @@ def test_http_protocol(server: FakeServer) -> None:
             "protocol": "http",
             "http_path": "/v2/health/ready",
             "http_status": [200, 204],
-            "deadline": 0.5,
-            "retry_interval": 1,
+            "deadline": 5,
+            "retry_interval": 10,
         }
     )
     assert bad["failed"] is True
