@@ -456,6 +456,27 @@ def test_a_run_killed_on_another_control_node_blocks_changes_until_its_lock_is_b
     assert lab.sh("lb-1", f"test -e {LOCK}", become=True, check=False).returncode == 1
 
 
+def test_a_rollback_with_no_recorded_previous_version_is_refused_before_any_drain(lab: Lab, converged: str) -> None:
+    # gpu-2 as a host that never had an earlier version: its record of the previous one is set aside.
+    previous = "/etc/mlfleet/models/iris/previous.json"
+    lab.sh("gpu-2", f"mv {previous} {previous}.e2e", become=True)
+    try:
+        before = replicas(lab)
+        offset = ledger_len()
+        with LbWatch() as watch:
+            res = playbook("playbooks/rollback.yml", "-e", "rollout_model=iris", check=False)
+        assert res.returncode != 0
+        out = " ".join(res.stdout.split())
+        assert "No previous version of iris is recorded on gpu-2: nothing to roll back to." in out, out[-3000:]
+        assert "No host was drained." in out
+        assert "Roll back host by host" not in res.stdout  # the rollback play never started
+        assert watch.samples > 0 and watch.seen_out == set()
+        assert replicas(lab) == before
+        assert ledger_since(offset) == []
+    finally:
+        lab.sh("gpu-2", f"mv {previous}.e2e {previous}", become=True)
+
+
 def test_rollback_goes_back_to_the_previous_version(lab: Lab, converged: str) -> None:
     offset = ledger_len()
     with Client(INFER_URL) as client, LbWatch() as watch:
