@@ -488,7 +488,7 @@ def test_openai_model_not_listed(server: FakeServer) -> None:
 
 
 def test_http_protocol(server: FakeServer) -> None:
-    ok = run({"url": server.url, "protocol": "http", "http_path": "/v2/health/live", "deadline": 1})
+    ok = run({"url": server.url, "protocol": "http", "http_path": "/v2/health/live", "deadline": 5})
     assert not ok.get("failed"), ok.get("msg")
     assert list(ok["checks"]) == ["ready"]
 
