@@ -30,7 +30,7 @@ INVENTORY ?= inventories/lab
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image molecule e2e compat compat-checks compat-molecule test lab-up lab-down demo converge drift bench clean
+.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image molecule e2e compat compat-checks compat-molecule molecule-lane checks-lane test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -112,9 +112,19 @@ compat-molecule:
 # time waiting for apt and systemd inside their hosts (one after the other, CI ran past 80 minutes).
 # tools/lanes.sh logs each lane to artifacts/lanes/ and prints a failed lane's log last, so the end of
 # CI's output names the failure; e2e and the 2.21 scenario then run alone.
-test: lint ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
-	MAKE="$(MAKE)" bash tools/lanes.sh molecule checks
+# The lanes are balanced: three short scenarios follow the checks (distinct container names and
+# subnets let two scenarios run at once).
+MOLECULE_BESIDE_CHECKS := ca_trust nvidia_gpu oci_registry
+test: lint image ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
+	MAKE="$(MAKE)" bash tools/lanes.sh molecule-lane checks-lane
 	$(MAKE) --no-print-directory e2e compat-molecule
+
+molecule-lane:
+	$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS="$(filter-out $(MOLECULE_BESIDE_CHECKS),$(MOLECULE_SCENARIOS))"
+
+checks-lane:
+	$(MAKE) --no-print-directory checks
+	$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS="$(MOLECULE_BESIDE_CHECKS)"
 
 # Sanity, unit and the 2.21 checks (lint, sanity, unit), one after the other.
 checks:
