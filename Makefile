@@ -111,7 +111,7 @@ compat-molecule:
 # The checks need no container: they run beside the Molecule scenarios, which spend much of their
 # time waiting for apt and systemd inside their hosts (one after the other, CI ran past 80 minutes).
 # tools/lanes.sh logs each lane to artifacts/lanes/ and prints a failed lane's log last, so the end of
-# CI's output names the failure; e2e and the 2.21 scenario then run alone.
+# CI's output names the failure; e2e then runs alone.
 # The lanes are balanced (about 16 minutes each here): four short scenarios and the 2.21 scenario
 # follow the checks (distinct container names and subnets let two scenarios run at once).
 MOLECULE_BESIDE_CHECKS := ca_trust inference_lb nvidia_gpu oci_registry
