@@ -1,7 +1,8 @@
 """One shared lab for every end-to-end test.
 
 The first test that asks for ``lab`` brings it up with ``lab/up.yml`` (a no-op when it is
-already up); tests marked ``lab_teardown`` run after all others and remove it.
+already up); tests marked ``lab_teardown`` run after all others and remove it. The fleet is
+converged once (``converged``, at v1) and the tests that need it share that one converge.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ def converged(lab: Lab) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Late tests (they move the fleet to the inventory's pins) after the others, teardown tests last."""
-    items.sort(
-        key=lambda item: (
-            item.get_closest_marker("lab_teardown") is not None,
-            item.get_closest_marker("lab_late") is not None,
-        )
-    )
+    """Order the shared lab's tests: those that need no converged fleet first; then the tests marked
+    ``lab_converged_first`` (drift), on the fleet exactly as ``converged`` left it; then every other
+    test on the converged fleet (they roll versions out and back); teardown tests last."""
+
+    def stage(item: pytest.Item) -> int:
+        if item.get_closest_marker("lab_teardown") is not None:
+            return 3
+        if "converged" not in item.fixturenames:
+            return 0
+        return 1 if item.get_closest_marker("lab_converged_first") is not None else 2
+
+    items.sort(key=stage)

@@ -2,8 +2,10 @@
 a clean fleet reports nothing, three hand edits are reported exactly, --remediate puts them back, and
 a host that is down fails the run without hiding the others. Secrets never reach a report or artifact.
 
-They run after the other lab tests (lab_late): the module first converges site.yml as the lab
-inventory pins it, which is the state every drift run compares against.
+They run first on the converged fleet (lab_converged_first), before any other test rolls a version
+out or back: the fleet is then exactly as ``converged`` left it (site.yml with the release v1), and
+every drift run compares against site.yml with that release in a vars file, as an operator's
+scheduled check would. Remediation leaves the fleet as converged for the tests after these.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from labkit import BIN, LAB_INVENTORY, LAB_NAME, Lab, playbook, run, wait_for
+from labkit import BIN, LAB_INVENTORY, LAB_NAME, Lab, run, wait_for
 
-pytestmark = pytest.mark.lab_late
+pytestmark = pytest.mark.lab_converged_first
 
 INFERENCE = ["cpu-1", "cpu-2", "gpu-1", "gpu-2"]
 ALL_HOSTS = ["cpu-1", "cpu-2", "gpu-1", "gpu-2", "lb-1", "localhost", "obs-1"]
@@ -64,14 +66,11 @@ class DriftRun:
 
 
 @pytest.fixture(scope="module")
-def pinned(lab: Lab, converged: str) -> str:
-    """The fleet as the lab inventory pins it (the earlier tests leave other model versions behind)."""
-    return playbook("playbooks/site.yml", timeout=3600).stdout
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("drift")
+    folder = tmp_path_factory.mktemp("drift")
+    # The release the fleet was converged with (``converged``: v1, where the inventory pins v2).
+    (folder / "release.yml").write_text("rollout_version: v1\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +103,8 @@ def drift(workdir: Path, *args: str) -> DriftRun:
         "--textfile-dir",
         str(textfile_dir),
         "-q",
+        "-e",
+        str(workdir / "release.yml"),
         *args,
     ]
     return DriftRun(run(cmd, timeout=3600), textfile_dir)
@@ -124,7 +125,7 @@ def files_containing(folder: Path, needle: str) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and data in p.read_bytes()]
 
 
-def test_a_converged_fleet_has_no_drift(lab: Lab, pinned: str, workdir: Path) -> None:
+def test_a_converged_fleet_has_no_drift(lab: Lab, converged: str, workdir: Path) -> None:
     res = drift(workdir)
     assert res.rc == 0, res
     assert {n: h["status"] for n, h in res.hosts().items()} == dict.fromkeys(ALL_HOSTS, "clean"), res
@@ -135,16 +136,16 @@ def test_a_converged_fleet_has_no_drift(lab: Lab, pinned: str, workdir: Path) ->
 
 
 def test_hand_edits_are_reported_exactly_and_secrets_stay_out(
-    lab: Lab, pinned: str, workdir: Path, secret_vars: list[str]
+    lab: Lab, converged: str, workdir: Path, secret_vars: list[str]
 ) -> None:
     lab.sh("cpu-2", "sed -i 's/^MaxAuthTries .*/MaxAuthTries 10/' /etc/ssh/sshd_config", become=True)
     lab.sh("gpu-1", "systemctl stop prometheus-node-exporter", become=True)
     # Someone "fixes" cpu-1 by hand with another tag and none of the container hardening.
     lab.sh(
         "cpu-1",
-        "docker pull -q 172.28.10.30:5000/iris:v1 && docker rm -f model-iris && "
+        "docker pull -q 172.28.10.30:5000/iris:v2 && docker rm -f model-iris && "
         "docker run -d --name model-iris --restart unless-stopped -p 8080:8080 -p 8082:8082 "
-        "--log-driver journald --log-opt tag=model-iris 172.28.10.30:5000/iris:v1",
+        "--log-driver journald --log-opt tag=model-iris 172.28.10.30:5000/iris:v2",
         become=True,
     )
 
@@ -161,7 +162,7 @@ def test_hand_edits_are_reported_exactly_and_secrets_stay_out(
     assert res.junit_failures() == [("cpu-1", MODEL_TASK), ("cpu-2", SSHD_TASK), ("gpu-1", EXPORTER_TASK)]
     changes = {(n, c["task"]): c for n, h in res.hosts().items() for c in h["changes"]}
     assert "-MaxAuthTries 10\n+MaxAuthTries 3" in changes[("cpu-2", SSHD_TASK)]["diff"]
-    assert "172.28.10.30:5000/iris:v1" in changes[("cpu-1", MODEL_TASK)]["diff"]
+    assert "172.28.10.30:5000/iris:v2" in changes[("cpu-1", MODEL_TASK)]["diff"]
     assert 'mlfleet_drift_changes{host="cpu-2"} 1' in res.textfile.read_text()
     # The secret passed a no_log task on every inference host; nothing written about the run has it.
     assert files_containing(res.folder, SECRET) == []
@@ -169,7 +170,7 @@ def test_hand_edits_are_reported_exactly_and_secrets_stay_out(
     assert SECRET not in res.output
 
 
-def test_remediate_puts_the_hand_edits_back(lab: Lab, pinned: str, workdir: Path, secret_vars: list[str]) -> None:
+def test_remediate_puts_the_hand_edits_back(lab: Lab, converged: str, workdir: Path, secret_vars: list[str]) -> None:
     res = drift(workdir, "--remediate", *secret_vars)
 
     assert res.rc == 0, res
@@ -181,12 +182,12 @@ def test_remediate_puts_the_hand_edits_back(lab: Lab, pinned: str, workdir: Path
     assert "MaxAuthTries 3" in lab.sh("cpu-2", "grep ^MaxAuthTries /etc/ssh/sshd_config", become=True).stdout
     assert lab.sh("gpu-1", "systemctl is-active prometheus-node-exporter").stdout.strip() == "active"
     labels = lab.sh("cpu-1", "docker inspect --format '{{json .Config.Labels}}' model-iris", become=True).stdout
-    assert json.loads(labels)["io.mlfleet.model.version"] == "v2"
+    assert json.loads(labels)["io.mlfleet.model.version"] == "v1"
     assert files_containing(res.folder, SECRET) == []
 
 
 def test_a_host_that_is_down_fails_the_run_and_the_others_are_still_checked(
-    lab: Lab, pinned: str, workdir: Path
+    lab: Lab, converged: str, workdir: Path
 ) -> None:
     container = f"{LAB_NAME}-gpu-2"
     run(["docker", "stop", container], check=True)
