@@ -19,10 +19,13 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -475,6 +478,72 @@ def take_lock(path: Path) -> tuple[int | None, str]:
     return fd, ""
 
 
+RUNNING = ".running"  # flocked by the run that owns the report folder, for as long as it runs
+_RUN_FOLDER = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")  # make_run_dir's names: nothing else is touched
+_HEAL_MIN_AGE_S = 60  # a younger folder may be a run that has not taken its lock yet
+
+
+def mark_running(run_dir: Path) -> int:
+    """Hold ``run_dir/.running`` (flock) while this run lasts; the kernel lets go however it ends."""
+    fd = os.open(run_dir / RUNNING, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def heal_killed_runs(artifacts: Path, current: Path, now: float | None = None) -> list[str]:
+    """Report folders of runs killed before they wrote their report (SIGKILL, the OOM killer, power
+    loss): nothing masked their raw ansible-runner artifacts, whose `command` file dumps the whole
+    environment. Remove those artifacts (the secrets that were in play are not known here) and leave
+    a failed report in their place. A folder whose run still holds its lock, or that is younger
+    than a minute, is left alone. Returns the names of the folders healed."""
+    now = time.time() if now is None else now
+    healed = []
+    for folder in sorted(p for p in artifacts.iterdir() if p.is_dir() and not p.is_symlink()):
+        if folder == current or not _RUN_FOLDER.match(folder.name) or (folder / "report.json").exists():
+            continue
+        if now - folder.stat().st_mtime < _HEAL_MIN_AGE_S:
+            continue
+        fd = os.open(folder / RUNNING, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                    continue  # its run is still going
+                raise
+            if (folder / "report.json").exists():  # it finished while we looked
+                continue
+            for entry in folder.iterdir():
+                if entry.name == RUNNING:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            try:
+                started = datetime.strptime(folder.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                started = datetime.fromtimestamp(folder.stat().st_mtime, UTC)
+            report = DriftReport(
+                playbook="", inventory="", limit=None, tags=None, started=started.isoformat(timespec="seconds")
+            )
+            report.errors.append(
+                "the run was killed before it finished (SIGKILL, out of memory or power loss?): it wrote no "
+                f"report. Its raw ansible-runner artifacts were removed by the run {current.name}, as they "
+                "may hold secrets that nothing masked."
+            )
+            report.finished = datetime.now(UTC).isoformat(timespec="seconds")
+            (folder / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
+            (folder / "report.md").write_text(to_markdown(report))
+            (folder / "report.junit.xml").write_text(to_junit(report))
+            (folder / RUNNING).unlink(missing_ok=True)
+            healed.append(folder.name)
+        finally:
+            os.close(fd)
+    return healed
+
+
 def finish(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker: Masker) -> None:
     """Reports, scrubbing and the metric: done for every run that got as far as a report folder."""
     finished = datetime.now(UTC)
@@ -483,6 +552,7 @@ def finish(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker:
     (run_dir / "report.md").write_text(to_markdown(report))
     (run_dir / "report.junit.xml").write_text(to_junit(report))
     scrub_tree(run_dir, masker)
+    (run_dir / RUNNING).unlink(missing_ok=True)
     if not args.no_textfile:
         target = args.textfile_dir / METRICS_FILE
         try:
@@ -540,6 +610,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mlfleet drift") -> int:
         signal.signal(signum, _STOP)
     started = datetime.now(UTC)
     run_dir = make_run_dir(artifacts, started)
+    running_fd = mark_running(run_dir)
     report = DriftReport(
         playbook=str(args.playbook),
         inventory=str(args.inventory),
@@ -548,6 +619,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "mlfleet drift") -> int:
         started=started.isoformat(timespec="seconds"),
         remediate=args.remediate,
     )
+    try:
+        report.healed = heal_killed_runs(artifacts, run_dir)
+    except OSError as exc:  # not this run's failure: say so and go on
+        print(f"Could not clean up the folders of killed runs under {artifacts}: {exc}", file=sys.stderr)
+    for name in report.healed:
+        print(
+            f"An earlier run ({name}) was killed before it finished: its raw artifacts were removed and it "
+            "now has a failed report.",
+            file=sys.stderr,
+        )
     masker_box = [Masker()]
     try:
         run(args, run_dir, report, masker_box)
@@ -573,6 +654,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mlfleet drift") -> int:
         print((run_dir / "report.md").read_text(), end="")
     elif args.quiet:
         print(run_dir)
+    os.close(running_fd)
     if lock_fd is not None:
         os.close(lock_fd)
     return report.exit_code

@@ -190,6 +190,9 @@ class DriftReport:
     # Errors of the tool itself (a bad option, an unreadable file, SIGTERM, a crash): the run failed
     # whatever the runs say.
     errors: list[str] = field(default_factory=list)
+    # Report folders of earlier runs that were killed before they finished (SIGKILL, out of memory,
+    # power loss): this run removed their raw artifacts and wrote them a failed report.
+    healed: list[str] = field(default_factory=list)
 
     @property
     def final_check(self) -> RunReport | None:
@@ -407,6 +410,7 @@ def to_dict(report: DriftReport) -> dict[str, Any]:
         "runs": runs,
         "webhook": report.webhook,
         "errors": report.errors,
+        "healed_runs": report.healed,
     }
 
 
@@ -438,6 +442,8 @@ def to_markdown(report: DriftReport) -> str:
         out.append(f"- **Webhook:** {report.webhook.get('target')} ({report.webhook.get('format')}): {state}")
     for error in report.errors:
         out += ["", f"> **Error:** {error}"]
+    if report.healed:
+        out += ["", f"- **Killed earlier runs cleaned up:** {', '.join(f'`{n}`' for n in report.healed)}"]
     for run in report.runs:
         out += ["", f"## {_PHASE_TITLE.get(run.phase, run.phase)}", ""]
         if run.limit:

@@ -442,7 +442,7 @@ INVENTORY_PLAYBOOK = """\
 
 
 def reports(lab):
-    return sorted(p for p in lab["artifacts"].iterdir() if p.is_dir())
+    return sorted(p for p in lab["artifacts"].iterdir() if p.is_dir()) if lab["artifacts"].exists() else []
 
 
 def test_e2e_a_bad_option_is_a_failed_run_with_its_report_not_exit_2(lab):
@@ -539,6 +539,78 @@ def test_e2e_sigterm_mid_run_leaves_a_failed_scrubbed_report_and_no_process(lab)
     assert "stopped by SIGTERM" in err
     assert "mlfleet_drift_run_success 0\n" in metrics(lab)
     assert not [pid for pid in tree if alive(pid)], "a process of the run outlived SIGTERM"
+    assert_no_secret_in_any_file(lab)
+
+
+def start_slow_run(lab) -> subprocess.Popen[str]:
+    (lab["base"] / "slow.yml").write_text(SLOW_PLAYBOOK)
+    cmd, env = drift_command(lab, playbook="slow.yml")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(cmdline(pid) == "sleep 97" for pid in descendants(proc.pid)):
+        assert time.monotonic() < deadline, "the slow task never started"
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    return proc
+
+
+def files_with(folder: Path, secret: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_e2e_a_run_killed_with_sigkill_is_cleaned_up_by_the_next_run(lab):
+    """What the OOM killer, systemd's final SIGKILL or a power loss leave: a report folder with the
+    raw ansible-runner artifacts (the `command` file dumps the environment) and no report. The next
+    run removes those artifacts, gives the folder a failed report and says so; a folder whose run
+    still holds its lock, and folders the tool did not make, are left alone."""
+    before = set(reports(lab))
+    proc = start_slow_run(lab)
+    try:
+        tree = [proc.pid, *descendants(proc.pid)]
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (killed,) = set(reports(lab)) - before
+    assert not (killed / "report.json").exists()
+    assert files_with(killed, PLANTED), "the fault did not leave the unmasked secret it is about"
+    # A run that is still going (it holds its lock), and a folder that is not a run's.
+    going = lab["artifacts"] / "20261205T040000Z"
+    (going / "raw").mkdir(parents=True)
+    (going / "raw" / "command").write_text("still being written\n")
+    foreign = lab["artifacts"] / "keep-me"
+    foreign.mkdir()
+    (foreign / "notes").write_text("not the tool's\n")
+    a_while_ago = time.time() - 120  # the age a folder must have before it can be taken for dead
+    for folder in (killed, going, foreign):
+        os.utime(folder, (a_while_ago, a_while_ago))
+    try:
+        with (going / ".running").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            res = drift(lab)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"An earlier run ({killed.name}) was killed before it finished" in res.stderr
+        (folder,) = set(reports(lab)) - before - {killed, going, foreign}
+        report = json.loads((folder / "report.json").read_text())
+        assert report["healed_runs"] == [killed.name]
+        assert f"`{killed.name}`" in (folder / "report.md").read_text()
+        healed = json.loads((killed / "report.json").read_text())
+        assert healed["result"] == "failed"
+        assert "killed before it finished" in healed["errors"][0]
+        assert sorted(p.name for p in killed.iterdir()) == ["report.json", "report.junit.xml", "report.md"]
+        assert files_with(killed, PLANTED) == []
+        assert (going / "raw" / "command").read_text() == "still being written\n"
+        assert not (going / "report.json").exists()
+        assert (foreign / "notes").is_file() and not (foreign / "report.json").exists()
+    finally:
+        for folder in (going, foreign):
+            for path in sorted(folder.rglob("*"), reverse=True):
+                path.rmdir() if path.is_dir() else path.unlink()
+            folder.rmdir()
     assert_no_secret_in_any_file(lab)
 
 
