@@ -19,7 +19,7 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from labkit import LAB_STATE, ROOT, Lab, playbook, recap
+from labkit import LAB_STATE, ROOT, Lab, playbook, recap, run, wait_for
 from loadgen import Client
 
 LB = "172.28.10.10"
@@ -276,6 +276,95 @@ def test_a_bad_version_stops_at_the_canary_replica_and_only_it_is_restored(lab: 
         ("cpu-1", "rolled_back", ["model-iris"]),
     ]
     assert lb_servers() == dict.fromkeys(SERVERS, "UP")
+
+
+PROMETHEUS = "http://172.28.10.30:9090"
+# The control node loses SSH to the load balancer (its management path), while the load balancer
+# keeps serving clients: an established connection is reset, a new one refused.
+LB_SSH_CUT = ["OUTPUT", "-d", LB, "-p", "tcp", "--dport", "22", "-j", "REJECT", "--reject-with", "tcp-reset"]
+
+
+def out_of_rotation_alerts() -> set[str]:
+    """The servers ModelServerOutOfRotation fires for, in the lab's Prometheus."""
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/alerts", timeout=10) as resp:
+        alerts = json.loads(resp.read())["data"]["alerts"]
+    return {
+        a["labels"].get("server", "")
+        for a in alerts
+        if a["labels"]["alertname"] == "ModelServerOutOfRotation" and a["state"] == "firing"
+    }
+
+
+def test_a_load_balancer_cut_off_mid_step_leaves_an_alert_and_the_next_run_heals(lab: Lab, converged: str) -> None:
+    """Fault (a): the control node loses the load balancer once the canary is out of rotation. The
+    rescue still puts the canary back on what it ran, gated; it stays out of rotation (the LB cannot
+    be told), the run stops naming the load balancer, the replica and what to do, the ledger says
+    left_out, and ModelServerOutOfRotation names it. With the LB back, the next run puts it back."""
+    before = replicas(lab)
+    assert {r["version"] for r in before.values()} == {"v2"}  # after the bad version above
+    offset = ledger_len()
+    cut = threading.Event()
+
+    def cut_the_lb_once_the_canary_is_out() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if lb_servers().get("cpu-1", "UP").startswith("MAINT"):
+                    # Past the drain's own wait (it polls each second): the canary is being replaced.
+                    time.sleep(1.5)
+                    run(["iptables", "-I", *LB_SSH_CUT], check=True)
+                    cut.set()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    cutter = threading.Thread(target=cut_the_lb_once_the_canary_is_out, daemon=True)
+    cutter.start()
+    try:
+        with Client(INFER_URL) as client:
+            res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v1", check=False)
+            # The load balancer still serves, without the canary; Prometheus (not cut off) sees it out.
+            assert wait_for(lambda: "cpu-1" in out_of_rotation_alerts(), 90), "ModelServerOutOfRotation never fired"
+    finally:
+        cutter.join(timeout=5)
+        if cut.is_set():
+            run(["iptables", "-D", *LB_SSH_CUT], check=True)
+    assert cut.is_set(), "the canary never went to MAINT"
+    assert res.returncode != 0
+    out = " ".join(res.stdout.split())
+    assert "Rollout of iris v1 stopped at cpu-1 replica 0 (enable)" in out, out[-4000:]
+    assert "The load balancer lb-1 could not be reached to enable cpu-1 of backend iris" in out
+    assert "cpu-1 is back on v2 (1 replica(s) restored), but the load balancer lb-1 could not be reached" in out
+    assert "replica(s) 0 (cpu-1) stay out of rotation there (ModelServerOutOfRotation names them)" in out
+    assert "Once lb-1 answers, run the rollout of iris again" in out
+    assert client.outcomes["failed"] == 0, client.errors
+    assert set(client.versions) == {"v2"}
+    canary = ("cpu-1", "model-iris")
+    after = replicas(lab)
+    assert after[canary]["version"] == "v2" and after[canary]["id"] != before[canary]["id"]
+    assert {k: r for k, r in after.items() if k != canary} == {k: r for k, r in before.items() if k != canary}
+    records = ledger_since(offset)
+    assert [(r["host"], r["result"], r["version"], [x["container"] for x in r["replicas"]]) for r in records] == [
+        ("cpu-1", "failed", "v1", ["model-iris"]),
+        ("cpu-1", "rolled_back", "v2", ["model-iris"]),
+        ("cpu-1", "left_out", "v2", ["model-iris"]),
+    ]
+    assert lb_servers()["cpu-1"].startswith("MAINT")
+
+    # The load balancer answers again: the next run (the version that serves, so nothing is
+    # redeployed) takes over the dead run's lock, gates the canary and puts it back.
+    offset = ledger_len()
+    with Client(INFER_URL) as client:
+        res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert client.outcomes["failed"] == 0, client.errors
+    assert lb_servers() == dict.fromkeys(SERVERS, "UP")
+    assert [(r["host"], r["result"], [x["container"] for x in r["replicas"]]) for r in ledger_since(offset)] == [
+        ("cpu-1", "returned", ["model-iris"])
+    ]
+    assert replicas(lab) == after
+    assert wait_for(lambda: "cpu-1" not in out_of_rotation_alerts(), 60)
 
 
 def _refused_in_preflight(lab: Lab, *extra: str) -> str:
