@@ -1,6 +1,7 @@
 """Drift runs on the converged lab (issue: drift). Tests run in file order and build on each other:
 a clean fleet reports nothing, three hand edits are reported exactly, --remediate puts them back, and
-a host that cannot be reached fails the run without hiding the others. Secrets never reach a report or artifact.
+a host that cannot be reached fails the run without hiding the others. Secrets never reach a report
+or artifact.
 
 They run first on the converged fleet (lab_converged_first), before any other test rolls a version
 out or back: the fleet is then exactly as ``converged`` left it (site.yml with the release v1), and
@@ -181,19 +182,8 @@ def test_a_host_that_cannot_be_reached_fails_the_run_and_the_others_are_still_ch
 ) -> None:
     # The control node loses SSH to gpu-2 (down, or cut off: Ansible sees the same unreachable host);
     # an established connection is reset, a new one refused.
-    cut = [
-        "OUTPUT",
-        "-d",
-        lab.hosts["gpu-2"],
-        "-p",
-        "tcp",
-        "--dport",
-        "22",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]
+    cut = ["OUTPUT", "-d", lab.hosts["gpu-2"], "-p", "tcp", "--dport", "22"]
+    cut += ["-j", "REJECT", "--reject-with", "tcp-reset"]
     run(["iptables", "-I", *cut], check=True)
     try:
         res = drift(workdir, "--limit", "inference")
