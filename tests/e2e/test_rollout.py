@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
@@ -278,6 +278,30 @@ def test_a_bad_version_stops_at_the_canary_replica_and_only_it_is_restored(lab: 
     assert lb_servers() == dict.fromkeys(SERVERS, "UP")
 
 
+def when_the_canary_is(
+    state: Callable[[str], bool], action: Callable[[], None]
+) -> tuple[threading.Thread, threading.Event]:
+    """In the background: run action once HAProxy's status of the canary (cpu-1) satisfies state, and
+    set the event it returns (an OSError, e.g. the LB not answering, is retried)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if state(lb_servers().get("cpu-1", "UP")):
+                    action()
+                    done.set()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, done
+
+
 PROMETHEUS = "http://172.28.10.30:9090"
 # The control node loses SSH to the load balancer (its management path), while the load balancer
 # keeps serving clients: an established connection is reset, a new one refused.
@@ -303,24 +327,13 @@ def test_a_load_balancer_cut_off_mid_step_leaves_an_alert_and_the_next_run_heals
     before = replicas(lab)
     assert {r["version"] for r in before.values()} == {"v2"}  # after the bad version above
     offset = ledger_len()
-    cut = threading.Event()
 
-    def cut_the_lb_once_the_canary_is_out() -> None:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if lb_servers().get("cpu-1", "UP").startswith("MAINT"):
-                    # Past the drain's own wait (it polls each second): the canary is being replaced.
-                    time.sleep(1.5)
-                    run(["iptables", "-I", *LB_SSH_CUT], check=True)
-                    cut.set()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
+    def cut_ssh_to_the_lb() -> None:
+        # Past the drain's own wait (it polls each second): the canary is being replaced.
+        time.sleep(1.5)
+        run(["iptables", "-I", *LB_SSH_CUT], check=True)
 
-    cutter = threading.Thread(target=cut_the_lb_once_the_canary_is_out, daemon=True)
-    cutter.start()
+    cutter, cut = when_the_canary_is(lambda status: status.startswith("MAINT"), cut_ssh_to_the_lb)
     try:
         with Client(INFER_URL) as client:
             res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v1", check=False)
@@ -597,23 +610,12 @@ def test_a_ledger_that_fails_mid_run_strands_no_host_and_the_next_run_finishes(
     assert {r["version"] for r in before.values()} == {"v1"}  # after the rollback above
     saved, offset = tmp_path / "ledger.saved", ledger_len()
     shutil.copy(LEDGER, saved)
-    broken = threading.Event()
 
-    def break_the_ledger_once_the_canary_is_out() -> None:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if not lb_servers().get("cpu-1", "UP").startswith("UP"):
-                    LEDGER.unlink()
-                    LEDGER.mkdir()
-                    broken.set()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
+    def break_the_ledger() -> None:
+        LEDGER.unlink()
+        LEDGER.mkdir()
 
-    breaker = threading.Thread(target=break_the_ledger_once_the_canary_is_out, daemon=True)
-    breaker.start()
+    breaker, broken = when_the_canary_is(lambda status: not status.startswith("UP"), break_the_ledger)
     try:
         with Client(INFER_URL) as client:
             res = playbook("playbooks/rollout.yml", "-e", "rollout_model=iris", "-e", "rollout_version=v2", check=False)
