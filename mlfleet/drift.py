@@ -534,9 +534,7 @@ def heal_killed_runs(artifacts: Path, current: Path, now: float | None = None) -
                 "may hold secrets that nothing masked."
             )
             report.finished = datetime.now(UTC).isoformat(timespec="seconds")
-            (folder / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
-            (folder / "report.md").write_text(to_markdown(report))
-            (folder / "report.junit.xml").write_text(to_junit(report))
+            write_reports(folder, report)
             (folder / RUNNING).unlink(missing_ok=True)
             healed.append(folder.name)
         finally:
@@ -544,13 +542,18 @@ def heal_killed_runs(artifacts: Path, current: Path, now: float | None = None) -
     return healed
 
 
+def write_reports(run_dir: Path, report: DriftReport) -> None:
+    """report.json, report.md and report.junit.xml of one run."""
+    (run_dir / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
+    (run_dir / "report.md").write_text(to_markdown(report))
+    (run_dir / "report.junit.xml").write_text(to_junit(report))
+
+
 def finish(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker: Masker) -> None:
     """Reports, scrubbing and the metric: done for every run that got as far as a report folder."""
     finished = datetime.now(UTC)
     report.finished = finished.isoformat(timespec="seconds")
-    (run_dir / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
-    (run_dir / "report.md").write_text(to_markdown(report))
-    (run_dir / "report.junit.xml").write_text(to_junit(report))
+    write_reports(run_dir, report)
     scrub_tree(run_dir, masker)
     (run_dir / RUNNING).unlink(missing_ok=True)
     if not args.no_textfile:
