@@ -27,10 +27,12 @@ export ANSIBLE_FORCE_COLOR ?= false
 export PYTHONDONTWRITEBYTECODE := 1
 
 INVENTORY ?= inventories/lab
+# The lab's Prometheus (obs-1), read by the fleet report at the end of `make demo`.
+LAB_PROMETHEUS ?= http://172.28.10.30:9090
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image molecule e2e compat compat-checks compat-molecule molecule-lane checks-lane test lab-up lab-down demo converge drift bench clean
+.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image model-images molecule e2e compat compat-checks compat-molecule molecule-lane checks-lane test lab-up lab-down demo converge drift bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,8 +89,13 @@ collection: setup ## Build the collection tarball into artifacts/collection/
 unit: setup ## Unit tests of the Python plugins and modules
 	pytest tests/unit
 
+# Under one lock: the two lanes of `make test` both need the image (the Molecule lane builds it first).
+IMAGE_LOCKED := mkdir -p artifacts && flock artifacts/.image.lock
 image: setup ## Build the lab base image (only when its recipe changed)
-	ansible-playbook lab/image.yml
+	$(IMAGE_LOCKED) ansible-playbook lab/image.yml
+
+model-images: setup ## Build the lab base image and the model images ahead of `make lab-up` (cached by recipe)
+	$(IMAGE_LOCKED) ansible-playbook lab/model_build.yml
 
 molecule: setup image ## Every role's Molecule scenario
 	@for s in $(MOLECULE_SCENARIOS); do \
@@ -112,17 +119,21 @@ compat-molecule:
 # time waiting for apt and systemd inside their hosts (one after the other, CI ran past 80 minutes).
 # tools/lanes.sh logs each lane to artifacts/lanes/ and prints a failed lane's log last, so the end of
 # CI's output names the failure; e2e then runs alone.
-# The lanes are balanced (about 16 minutes each here): four short scenarios and the 2.21 scenario
-# follow the checks (distinct container names and subnets let two scenarios run at once).
+# Both lanes start at once: the Molecule lane with the lab base image (debootstrap on a fresh
+# machine) and the model images (off e2e's path: its lab-up then only pushes them), the checks
+# lane with lint. Four short scenarios and the 2.21 scenario follow the checks (distinct container
+# names and subnets let two scenarios run at once).
 MOLECULE_BESIDE_CHECKS := ca_trust inference_lb nvidia_gpu oci_registry
-test: lint image ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
+test: setup ## Everything: lint, sanity, unit, Molecule, end to end, and all of it but e2e on ansible-core 2.21
 	MAKE="$(MAKE)" bash tools/lanes.sh molecule-lane checks-lane
 	$(MAKE) --no-print-directory e2e
 
 molecule-lane:
+	$(MAKE) --no-print-directory model-images
 	$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS="$(filter-out $(MOLECULE_BESIDE_CHECKS),$(MOLECULE_SCENARIOS))"
 
 checks-lane:
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory checks
 	$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS="$(MOLECULE_BESIDE_CHECKS)"
 	$(MAKE) --no-print-directory compat-molecule
@@ -146,15 +157,18 @@ prereqs: ## As root: install and start what the control node needs (docker, debo
 
 demo: prereqs ## Lab up, hosts and LB converged, v1 then v2 rolled out canary first, report
 	@echo "make demo: about 20 minutes the first time on a 2-core machine (toolchain, lab image and model"
-	@echo "images are built once), a few minutes on later runs. Stages: 1/3 toolchain into .venv,"
-	@echo "2/3 lab up (6 hosts as containers), 3/3 demo.yml: preflight, hosts, monitoring, logging,"
-	@echo "load balancer, first release v1, pinned release v2 canary first, report."
-	@echo "== 1/3 toolchain"
+	@echo "images are built once), a few minutes on later runs. Stages: 1/4 toolchain into .venv,"
+	@echo "2/4 lab up (6 hosts as containers), 3/4 demo.yml: preflight, hosts, monitoring, logging,"
+	@echo "load balancer, first release v1, pinned release v2 canary first, report; 4/4 the fleet report page."
+	@echo "== 1/4 toolchain"
 	@$(MAKE) --no-print-directory setup
-	@echo "== 2/3 lab up"
+	@echo "== 2/4 lab up"
 	@$(MAKE) --no-print-directory lab-up
-	@echo "== 3/3 demo.yml"
+	@echo "== 3/4 demo.yml"
 	ansible-playbook -i $(INVENTORY) lab/demo.yml
+	@echo "== 4/4 fleet report (mlfleet report: the ledger, the lab's Prometheus, the drift runs)"
+	@page=$$(mlfleet report --prometheus $(LAB_PROMETHEUS) --range 24h -q); rc=$$?; \
+	  [ -z "$$page" ] || echo "Fleet report (open it in a browser): $$page"; [ $$rc -ne 1 ]
 
 converge: setup ## Converge playbooks/site.yml on INVENTORY (default: the lab)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
@@ -170,6 +184,7 @@ bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifac
 	python benchmarks/fleet_bench.py --reps $(BENCH_REPS)
 	python benchmarks/rollout_bench.py
 	python benchmarks/endpoint_bench.py
+	python benchmarks/plot.py $$(ls -r artifacts/bench/*/table.md) --out artifacts/bench/plots
 
 clean: lab-down ## Lab down and the toolchains removed
 	rm -rf .venv .venv-core2.21 .cache
