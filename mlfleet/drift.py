@@ -108,8 +108,8 @@ def parse_args(argv: Sequence[str] | None, prog: str = "mlfleet drift") -> argpa
     parser.add_argument(
         "--remediate",
         action="store_true",
-        help="after the check, run the playbook for real on the drifted hosts only, then check again; "
-        "the exit code reflects the re-check",
+        help="after the check, run the playbook for real on the drifted hosts only, then check those "
+        "hosts again; the exit code reflects the re-check (and the check, for the other hosts)",
     )
     parser.add_argument(
         "--artifacts-dir", type=Path, help="where dated report folders go (default: PROJECT_DIR/artifacts/drift)"
@@ -691,9 +691,11 @@ def run(args: argparse.Namespace, run_dir: Path, report: DriftReport, masker_box
         report.runs.append(
             run_phase(args, run_dir, masker, phase="remediate", check=False, limit=fixing, progress=progress)
         )
+        # The recheck looks again at the hosts just changed only: the others were checked minutes ago
+        # (on a large fleet a second check of all of them would double the run).
         if _STOP.signum is None:
             report.runs.append(
-                run_phase(args, run_dir, masker, phase="recheck", check=True, limit=args.limit, progress=progress)
+                run_phase(args, run_dir, masker, phase="recheck", check=True, limit=fixing, progress=progress)
             )
 
     if webhook_url and _STOP.signum is None:

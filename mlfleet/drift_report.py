@@ -15,7 +15,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -196,8 +196,13 @@ class DriftReport:
 
     @property
     def final_check(self) -> RunReport | None:
+        """The fleet as last checked. A recheck looks again only at the hosts the remediation changed:
+        each of those is as the recheck found it, every other host as the check found it."""
         checks = [r for r in self.runs if r.phase in ("check", "recheck")]
-        return checks[-1] if checks else None
+        if len(checks) < 2:
+            return checks[0] if checks else None
+        first, last = checks[0], checks[-1]
+        return replace(last, hosts={**first.hosts, **last.hosts}, errors=first.errors + last.errors)
 
     @property
     def exit_code(self) -> int:

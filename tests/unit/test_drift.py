@@ -171,6 +171,34 @@ def test_a_playbook_that_never_ran_is_a_run_error():
     assert 'errors="1"' in to_junit(report_of(run))
 
 
+def test_the_final_state_of_a_remediation_is_the_recheck_of_its_hosts_and_the_check_of_the_others():
+    # The check: loc drifted, clean-1 is clean, bad is unreachable (not remediated: not changed blind).
+    clean = ev("runner_on_ok", "clean-1", "Manage file", res={"changed": False})
+    check = collect(
+        [DIFF_EVENT, clean, UNREACHABLE, stats(ok={"clean-1": 1}, changed={"loc": 1}, dark={"bad": 1})],
+        rc=4,
+        status="failed",
+    )
+    fixed = ev("runner_on_ok", "loc", "Manage file", res={"changed": False})
+    recheck = collect([fixed, stats(ok={"loc": 1})])
+    recheck.phase, recheck.limit = "recheck", "loc"
+    report = report_of(check, recheck)
+    final = report.final_check
+    assert {n: h.status for n, h in final.hosts.items()} == {"loc": "clean", "clean-1": "clean", "bad": "unreachable"}
+    assert final.phase == "recheck" and final.limit == "loc"
+    assert report.exit_code == 1  # bad was never reached
+    assert to_dict(report)["summary"]["loc"]["status"] == "clean"
+    prom = to_prometheus(report, datetime(2025, 1, 1, tzinfo=UTC))
+    assert 'mlfleet_drift_changes{host="loc"} 0\n' in prom and 'mlfleet_drift_unreachable{host="bad"} 1\n' in prom
+    # With every host reached, the remediated fleet is clean.
+    check.hosts.pop("bad")
+    check.rc, check.runner_status = 0, "successful"
+    assert report.exit_code == 0
+    # A host the recheck still finds drifting keeps the run at exit 2.
+    recheck.hosts["loc"] = check.hosts["loc"]
+    assert report.exit_code == 2
+
+
 def test_masker_hides_known_values_and_secret_assignments_in_diffs():
     masker = Masker([PLANTED, "ab"])  # too short to search for: "ab" stays
     diff = f"+db_password: {PLANTED}x\n-api_token = t0k\n+listen: ab\n"
