@@ -13,13 +13,16 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from labkit import LAB_STATE, ROOT, Lab, playbook, recap, run, wait_for
+from labkit import BIN, LAB_STATE, ROOT, Lab, playbook, recap, run, wait_for
 from loadgen import Client
 
 LB = "172.28.10.10"
@@ -646,3 +649,87 @@ def test_a_ledger_that_fails_mid_run_strands_no_host_and_the_next_run_finishes(
     records = ledger_since(offset)
     assert {(r["result"], r["version"]) for r in records} == {("deployed", "v2")}
     assert {r["host"] for r in records} == set(INFERENCE)
+
+
+PROMETHEUS = "http://172.28.10.30:9090"
+REPORT_ARTIFACTS = ROOT / "artifacts" / "e2e"
+
+
+def prometheus_at(expr: str, at: float) -> dict[tuple[str, str], float]:
+    query = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/query?{query}", timeout=10) as resp:
+        result = json.loads(resp.read())["data"]["result"]
+    return {(s["metric"]["model"], s["metric"]["version"]): float(s["value"][1]) for s in result}
+
+
+def test_the_fleet_report_shows_in_a_browser_what_the_ledger_docker_and_prometheus_say(
+    lab: Lab, converged: str
+) -> None:
+    """Issue 18 part 4: `mlfleet report` after the rollouts above, opened in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from mlfleet import report
+
+    page_file = REPORT_ARTIFACTS / "fleet-report.html"
+    res = run([str(BIN / "mlfleet"), "report", "--prometheus", PROMETHEUS, "--range", "6h", "--out", str(page_file)])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(page_file)
+    numbers = json.loads(page_file.with_suffix(".json").read_text())
+    end = datetime.strptime(numbers["end"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+    console: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on(
+            "console",
+            lambda msg: console.append(f"{msg.type}: {msg.text}") if msg.type in ("error", "warning") else None,
+        )
+        page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+        page.goto(page_file.as_uri())
+        page.screenshot(path=str(REPORT_ARTIFACTS / "fleet-report.png"), full_page=True)
+
+        def rows(table: str) -> list[list[str]]:
+            return page.eval_on_selector_all(
+                f"#{table} tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))"
+            )
+
+        tiles = dict(
+            page.eval_on_selector_all(
+                "#summary .tile", "ts => ts.map(t => [t.dataset.key, t.querySelector('dd').innerText])"
+            )
+        )
+        shown_replicas, shown_versions, shown_events = rows("replicas"), rows("versions"), rows("events")
+        charts = {c: page.locator(f"#chart-{c} svg").count() for c in ("timeline", "requests_per_s", "latency_p99_s")}
+        problems = page.locator("#problems").count()
+        browser.close()
+    assert console == [] and problems == 0
+
+    # What runs where: every replica docker runs, on the version its last ledger record names, which
+    # Prometheus sees running and answering.
+    running_now = {k: r["version"] for k, r in replicas(lab).items()}
+    assert {(r[0], r[2]): (r[4], r[5], r[6]) for r in shown_replicas} == {
+        k: (v, v, "yes") for k, v in running_now.items()
+    }
+    assert tiles["replicas"] == str(len(running_now)) and tiles["hosts"] == str(len(INFERENCE))
+    # The rollout timeline: the ledger's records of the range, newest first, and its failures counted.
+    records = [json.loads(line) for line in LEDGER.read_text().splitlines()]
+    in_range = [r for r in records if r["when"] >= numbers["start"]]
+    assert tiles["ledger_records_in_range"] == str(len(in_range))
+    assert tiles["failures_in_range"] == str(sum(r["result"] in ("failed", "left_out") for r in in_range))
+    assert [row[:6] for row in shown_events] == [
+        [r["when"], r["host"], r["model"], r["action"], r["result"], r["version"]] for r in reversed(in_range[-50:])
+    ]
+    # Per version: the replicas Prometheus counts now, and the requests each version served in the
+    # range (the rollouts above ran under load), as Prometheus answers at the report's end time.
+    start = datetime.strptime(numbers["start"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    query = report.totals_queries(end - start)
+    served = prometheus_at(query["requests"], end.timestamp())
+    table = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in shown_versions}
+    assert {k: n for k, (n, _) in table.items() if n} == {
+        ("iris", v): n for v, n in Counter(running_now.values()).items()
+    }
+    assert {k: n for k, (_, n) in table.items()} == {k: round(v) for k, v in served.items()}
+    # Both versions served in the range, each its own requests: v1 before the v2 rollout, v2 after.
+    assert table[("iris", "v1")][1] > 0 and table[("iris", "v2")][1] > 0
+    assert charts == {"timeline": 1, "requests_per_s": 1, "latency_p99_s": 1}

@@ -68,7 +68,7 @@ def test_no_command_prints_the_help_and_fails_and_an_unknown_one_is_named():
     assert res.returncode == 1 and "commands:" in res.stdout
     res = run("drfit")
     assert res.returncode == 1
-    assert "unknown command 'drfit'; commands: drift, ledger" in res.stderr
+    assert "unknown command 'drfit'; commands: drift, ledger, report" in res.stderr
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
@@ -220,6 +220,17 @@ def test_the_wheel_installs_a_working_mlfleet_command_in_a_fresh_venv(tmp_path, 
         timeout=60,
     )
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 3, res.stderr
+    # The report draws its charts with the matplotlib that came with it.
+    page = tmp_path / "report" / "fleet.html"
+    res = subprocess.run(
+        [mlfleet, "report", "--ledger", str(ledger_file), "--range", "3650d", "--out", str(page), "-q"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0 and res.stdout.strip() == str(page), res.stderr
+    assert "<svg" in page.read_text()
     # The dependencies came with it: the drift check's runner imports in the fresh venv.
     res = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import ansible_runner, ansible, yaml"], capture_output=True, text=True
