@@ -79,4 +79,26 @@ def test_a_user_other_than_root_is_told_to_use_sudo_and_nothing_is_installed(bin
 def test_an_unknown_option_is_a_usage_error(bin_dir: Path) -> None:
     res = run(bin_dir, "--yes", docker_up=True, uid=0)
     assert res.returncode == 2
-    assert "unknown option '--yes'" in res.stderr
+    assert "unknown option '--yes' (use --check, --test or --help)" in res.stderr
+
+
+def test_the_tests_also_need_chromium_and_only_they_do(bin_dir: Path) -> None:
+    tools = ("dockerd", "debootstrap", "ssh", "make", "python3")
+    assert run(bin_dir, "--check", docker_up=True, uid=0, have=tools).returncode == 0
+    res = run(bin_dir, "--check", "--test", docker_up=True, uid=0, have=tools)
+    assert res.returncode == 1
+    assert "missing for the tests: chromium fonts-liberation" in res.stderr
+    assert "install them with: apt-get install -y --no-install-recommends chromium fonts-liberation" in res.stderr
+    assert run(bin_dir, "--test", "--check", docker_up=True, uid=0, have=(*tools, "chromium")).returncode == 0
+
+
+def test_chromium_comes_without_its_recommends(bin_dir: Path, tmp_path: Path) -> None:
+    """Its recommends bring udev, avahi-daemon, upower and CUPS: daemons on a CI host, none needed."""
+    calls = tmp_path / "apt-calls"
+    stub(bin_dir / "apt-get", f'echo "$*" >> {calls}')
+    res = run(bin_dir, "--test", docker_up=True, uid=0, have=("dockerd", "debootstrap", "ssh", "make", "python3"))
+    assert res.returncode == 0, res.stderr
+    assert calls.read_text().splitlines() == [
+        "update -qq",
+        "install -y -qq --no-install-recommends chromium fonts-liberation",
+    ]
