@@ -5,8 +5,10 @@ unhardened host of the same image: it dials in, and it gives the Lynis baseline.
 This controller is the docker gateway (172.28.99.1), a source the firewall does not allow for SSH.
 """
 
+import base64
 import re
 import socket
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -165,6 +167,65 @@ def test_a_short_password_is_rejected(host):
         assert "365" in host.check_output("chage -l molpw | grep Maximum")
     finally:
         host.run("userdel -r molpw")
+
+
+def test_a_password_without_each_character_class_is_rejected(host):
+    host.run("useradd -m molpw")
+    try:
+        assert host.run("echo 'molpw:no-digits-in-this-Passphrase' | chpasswd").rc != 0
+        assert host.run("echo 'molpw:NO-LOWER-CASE-PASSPHRASE-42' | chpasswd").rc != 0
+        assert host.run("echo 'molpw:A-much-longer-Passphrase-42' | chpasswd").rc == 0
+    finally:
+        host.run("userdel -r molpw")
+
+
+@pytest.fixture()
+def pam_login(host):
+    """Log in through PAM as a login program would: common-auth and common-account."""
+    host.run("printf '@include common-auth\\n@include common-account\\n' > /etc/pam.d/mol-login")
+    packed = base64.b64encode((Path(__file__).parent / "pam_auth.py").read_bytes()).decode()
+
+    def login(user, password):
+        script = f"import base64;exec(base64.b64decode('{packed}'))"
+        return host.check_output(f"python3 -c \"{script}\" mol-login {user} '{password}'")
+
+    yield login
+    host.run("rm -f /etc/pam.d/mol-login")
+
+
+def test_an_account_is_locked_after_three_failed_logins_until_reset(host, pam_login):
+    host.run("useradd -m mollock && echo 'mollock:A-much-longer-Passphrase-42' | chpasswd")
+    try:
+        assert pam_login("mollock", "A-much-longer-Passphrase-42") == "0 Success"
+        for _ in range(3):
+            assert pam_login("mollock", "wrong") != "0 Success"
+        # The right password no longer opens the account: it is locked (unlock_time 900 s).
+        assert pam_login("mollock", "A-much-longer-Passphrase-42") == "7 Authentication failure"
+        assert len(host.check_output("faillock --user mollock").splitlines()) == 5  # name, header, 3 failures
+        host.run("faillock --user mollock --reset")
+        assert pam_login("mollock", "A-much-longer-Passphrase-42") == "0 Success"
+    finally:
+        host.run("faillock --user mollock --reset; userdel -r mollock")
+
+
+def test_a_recent_password_cannot_be_set_again(host):
+    host.run("useradd -m molhist")
+    try:
+        for password in ("First-Passphrase-of-42", "Second-Passphrase-of-43"):
+            assert host.run(f"echo 'molhist:{password}' | chpasswd").rc == 0
+        reuse = host.run("echo 'molhist:First-Passphrase-of-42' | chpasswd")
+        assert reuse.rc != 0 and "already used" in reuse.stdout + reuse.stderr
+        assert host.run("echo 'molhist:Third-Passphrase-of-44' | chpasswd").rc == 0
+    finally:
+        host.run("userdel -r molhist; sed -i '/^molhist:/d' /etc/security/opasswd")
+
+
+def test_one_account_cannot_look_into_another_ones_home(host):
+    # prepare.yml opened /home/molhome (0775); the role took group write and others' access off.
+    assert host.file("/home/molhome").mode == 0o750
+    listing = host.run("runuser -u intruder -- ls /home/molhome")
+    assert listing.rc != 0 and "Permission denied" in listing.stderr
+    assert host.run("runuser -u molhome -- touch /home/molhome/mine").rc == 0
 
 
 def test_deploy_cannot_read_shadow(host):
