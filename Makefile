@@ -104,8 +104,8 @@ molecule: setup image ## Every role's Molecule scenario
 	  echo "=== molecule test -s $$s: passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
-e2e: setup ## End-to-end tests on one shared lab (brings it up, tears it down last)
-	pytest tests/e2e --durations=30
+e2e: setup ## End-to-end tests on one shared lab (a leftover lab down first; brings it up, tears it down last)
+	pytest tests/e2e --durations=30 --fresh-lab
 
 compat: compat-checks compat-molecule ## lint, sanity, unit and the ca_trust Molecule scenario on ansible-core 2.21 (Python 3.12)
 

@@ -1,18 +1,40 @@
 """One shared lab for every end-to-end test.
 
-The first test that asks for ``lab`` brings it up with ``lab/up.yml`` (a no-op when it is
-already up); tests marked ``lab_teardown`` run after all others and remove it. The fleet is
+The first test that asks for ``lab`` takes the lab's lease (while another end-to-end run on this
+docker engine holds it, this one waits), brings down a lab left by an earlier run when asked
+(``--fresh-lab``, as ``make e2e`` does: a killed run leaves its hosts converged, and every test
+before the converge would run on them), then brings it up with ``lab/up.yml`` (a no-op when it is
+already up). Tests marked ``lab_teardown`` run after all others and remove it. The fleet is
 converged once (``converged``, at v1) and the tests that need it share that one converge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from labkit import Lab, load_inventory, playbook
+from labkit import Lab, lab_lease, load_inventory, playbook
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fresh-lab",
+        action="store_true",
+        help="bring down a lab left by an earlier run before the first test that needs one (make e2e, CI)",
+    )
 
 
 @pytest.fixture(scope="session")
-def lab_up_output() -> str:
+def lab_held() -> Iterator[None]:
+    """This run's hold on the lab, from the first test that needs it to the end of the session."""
+    with lab_lease():
+        yield
+
+
+@pytest.fixture(scope="session")
+def lab_up_output(lab_held: None, request: pytest.FixtureRequest) -> str:
+    if request.config.getoption("--fresh-lab"):
+        playbook("lab/down.yml")
     res = playbook("lab/up.yml")
     return res.stdout
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +23,8 @@ BIN = Path(sys.executable).parent
 LAB_INVENTORY = ROOT / "inventories" / "lab"
 LAB_STATE = ROOT / ".lab"
 LAB_NAME = "mlfleet-lab"
+# How long an end-to-end run waits for another one to give the lab back (MLFLEET_LAB_WAIT, seconds).
+LAB_WAIT = float(os.environ.get("MLFLEET_LAB_WAIT", "1200"))
 T = TypeVar("T")
 
 RECAP = re.compile(
@@ -50,6 +54,37 @@ def run(cmd: list[str], check: bool = False, timeout: int = 1800, **kw) -> subpr
 
 def playbook(path: str, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     return run([str(BIN / "ansible-playbook"), path, *args], check=check, **kw)
+
+
+@contextmanager
+def lab_lease(name: str = LAB_NAME, wait: float = LAB_WAIT, lock_dir: Path | None = None) -> Iterator[None]:
+    """Hold the lab for one end-to-end run. The lab is named, not per checkout: two runs on one docker
+    engine (a CI run beside a developer's, a second checkout) would up, converge and tear down the same
+    hosts under each other. The second run waits for the first; past ``wait`` it fails naming the holder."""
+    path = (lock_dir or Path(tempfile.gettempdir())) / f"{name}.e2e.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "a process that wrote nothing"
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"the lab {name!r} is held by another end-to-end run ({holder}; lock {path}): "
+                        f"let it finish or stop it, then run again (waited {wait:.0f} s; MLFLEET_LAB_WAIT sets it)"
+                    ) from None
+                if not told:
+                    print(f"waiting for the lab {name!r}: held by {holder}", file=sys.__stderr__, flush=True)
+                    told = True
+                time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {ROOT}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
