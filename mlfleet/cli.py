@@ -16,6 +16,7 @@ from importlib import metadata
 COMMANDS: dict[str, tuple[str, str]] = {
     "drift": ("mlfleet.drift", "check the fleet for configuration drift (check + diff), report and alert"),
     "ledger": ("mlfleet.ledger", "what each host serves and every rollout, rollback and heal, from the ledger"),
+    "release": ("mlfleet.release", "model release manifests: validate them (each fault names its field), the schema"),
     "report": ("mlfleet.report", "the fleet report: one HTML page of what runs where, rollouts, traffic and drift"),
 }
 

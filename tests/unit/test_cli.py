@@ -68,7 +68,7 @@ def test_no_command_prints_the_help_and_fails_and_an_unknown_one_is_named():
     assert res.returncode == 1 and "commands:" in res.stdout
     res = run("drfit")
     assert res.returncode == 1
-    assert "unknown command 'drfit'; commands: drift, ledger, report" in res.stderr
+    assert "unknown command 'drfit'; commands: drift, ledger, release, report" in res.stderr
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
@@ -231,6 +231,12 @@ def test_the_wheel_installs_a_working_mlfleet_command_in_a_fresh_venv(tmp_path, 
     )
     assert res.returncode == 0 and res.stdout.strip() == str(page), res.stderr
     assert "<svg" in page.read_text()
+    # The manifest schema ships in the wheel, and jsonschema with it.
+    example = ROOT / "docs" / "examples" / "release-iris-v3.yml"
+    res = subprocess.run(
+        [mlfleet, "release", "validate", str(example)], cwd=elsewhere, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0 and res.stdout.strip() == f"{example}: valid", res.stderr
     # The dependencies came with it: the drift check's runner imports in the fresh venv.
     res = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import ansible_runner, ansible, yaml"], capture_output=True, text=True
