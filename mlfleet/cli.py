@@ -14,6 +14,7 @@ from importlib import metadata
 
 # name -> (module, one line for the command list)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "compliance": ("mlfleet.compliance", "a compliance scan's scores per host (OpenSCAP, Lynis), gates and metrics"),
     "drift": ("mlfleet.drift", "check the fleet for configuration drift (check + diff), report and alert"),
     "ledger": ("mlfleet.ledger", "what each host serves and every rollout, rollback and heal, from the ledger"),
     "release": ("mlfleet.release", "model release manifests: validate them (each fault names its field), the schema"),

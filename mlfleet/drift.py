@@ -401,16 +401,16 @@ def make_run_dir(base: Path, now: datetime) -> Path:
 # --- Outputs ----------------------------------------------------------------------------------
 
 
-def write_textfile(directory: Path, body: str) -> None:
+def write_textfile(directory: Path, body: str, name: str = METRICS_FILE) -> None:
     """Atomic: node-exporter never reads a half-written file (it ignores names not ending in .prom)."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mlfleet_drift.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / METRICS_FILE)
+        os.replace(tmp, directory / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

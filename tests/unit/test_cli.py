@@ -68,7 +68,7 @@ def test_no_command_prints_the_help_and_fails_and_an_unknown_one_is_named():
     assert res.returncode == 1 and "commands:" in res.stdout
     res = run("drfit")
     assert res.returncode == 1
-    assert "unknown command 'drfit'; commands: drift, ledger, release, report" in res.stderr
+    assert "unknown command 'drfit'; commands: compliance, drift, ledger, release, report" in res.stderr
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
