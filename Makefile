@@ -32,7 +32,7 @@ LAB_PROMETHEUS ?= http://172.28.10.30:9090
 PY_DIRS := $(wildcard collections tests molecule benchmarks mlfleet tools)
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image model-images molecule e2e compat compat-checks compat-molecule molecule-lane checks-lane test lab-up lab-down demo converge drift bench clean
+.PHONY: help prereqs setup lint ee docs dashboards checks sanity collection unit image model-images molecule e2e compat compat-checks compat-molecule molecule-lane checks-lane test lab-up lab-down demo converge drift scan bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -177,6 +177,13 @@ drift: setup ## Drift check of INVENTORY (exit 0 clean, 2 drift, 1 run failed)
 	mlfleet drift -i $(INVENTORY) --no-textfile
 
 BENCH_REPS ?= 3
+# SCAN_HOSTS limits the scan (default: every host of INVENTORY); SCAN_GATES holds the summary to gates.
+SCAN_HOSTS ?=
+SCAN_GATES ?= --gate anssi_bp28_minimal=100 --gate lynis=85
+scan: setup ## Compliance scan (OpenSCAP ANSSI-BP-028, Lynis) of INVENTORY, then the summary held to SCAN_GATES
+	ansible-playbook -i $(INVENTORY) playbooks/compliance_scan.yml $(if $(SCAN_HOSTS),--limit $(SCAN_HOSTS))
+	mlfleet compliance -o markdown $(SCAN_GATES)
+
 bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifacts/bench, docs/benchmarks.md)
 	pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	ansible-playbook lab/up.yml $(LAB_UP_ARGS)

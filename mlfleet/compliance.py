@@ -36,7 +36,8 @@ EXIT_BELOW_GATE = 2
 SCANS = Path("artifacts/compliance")
 METRICS_FILE = "mlfleet_compliance.prom"
 XCCDF = "{http://checklists.nist.gov/xccdf/1.2}"
-PROFILE_PREFIX = "xccdf_org.ssgproject.content_profile_"
+# A profile's id: the SCAP Security Guide's own, or a tailored one (the scan's: xccdf_io.mlfleet_profile_…).
+PROFILE_ID = re.compile(r"^xccdf_.+?_profile_")
 RULE_PREFIX = "xccdf_org.ssgproject.content_rule_"
 # Rule results that count for the score (the others: not applicable, not selected, not checked...).
 COUNTED = ("pass", "fail", "error", "unknown")
@@ -102,7 +103,7 @@ def read_xccdf(path: Path) -> Iterator[Score]:
                 failed.append(short_rule(rule.get("idref", "?")))
         results.pop("notselected", None)
         yield Score(
-            benchmark=profile.get("idref", "?").removeprefix(PROFILE_PREFIX),
+            benchmark=PROFILE_ID.sub("", profile.get("idref", "?")),
             score=round(float(score.text), 2),
             results=dict(sorted(results.items())),
             failed=sorted(failed),

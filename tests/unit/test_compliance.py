@@ -120,3 +120,11 @@ def test_no_scan_or_a_broken_file_exits_1_with_the_reason(scan: Path, tmp_path: 
 def test_a_bad_gate_is_a_usage_error(scan: Path, capsys) -> None:
     assert cli.main(["compliance", str(scan), "--gate", "lynis"]) == 1
     assert "'lynis' is not BENCHMARK=SCORE" in capsys.readouterr().err
+
+
+def test_a_tailored_profile_is_scored_under_its_benchmark_and_a_waived_rule_is_not_failed() -> None:
+    (tailored,) = compliance.read_xccdf(FIXTURE.parent / "tailored" / "testresult-anssi_bp28_minimal.xml")
+    assert tailored.benchmark == "anssi_bp28_minimal"  # from xccdf_io.mlfleet_profile_anssi_bp28_minimal
+    assert sum(tailored.results.values()) == 34  # one rule fewer than the profile's 35
+    assert "accounts_passwords_pam_faillock_deny" not in tailored.failed
+    assert "accounts_passwords_pam_faillock_interval" in tailored.failed
