@@ -208,33 +208,27 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def prometheus(hosts: Sequence[HostResult], gates: dict[str, float], now: float) -> str:
-    lines = [
-        "# HELP mlfleet_compliance_score The host's score on the benchmark in the last compliance scan.",
-        "# TYPE mlfleet_compliance_score gauge",
+    families = [
+        (
+            "mlfleet_compliance_score",
+            "The host's score on the benchmark in the last compliance scan.",
+            [(h.host, name, s.score) for h in hosts for name, s in sorted(h.scores.items())],
+        ),
+        (
+            "mlfleet_compliance_gate",
+            "The score the benchmark must reach (mlfleet compliance --gate).",
+            [(h.host, name, minimum) for h in hosts for name, minimum in gates.items()],
+        ),
+        (
+            "mlfleet_compliance_failed_rules",
+            "Failed rules (Lynis: warnings) in the last compliance scan.",
+            [(h.host, name, len(s.failed)) for h in hosts for name, s in sorted(h.scores.items())],
+        ),
     ]
-    lines += [
-        f'mlfleet_compliance_score{{host="{h.host}",benchmark="{name}"}} {s.score:g}'
-        for h in hosts
-        for name, s in sorted(h.scores.items())
-    ]
-    lines += [
-        "# HELP mlfleet_compliance_gate The score the benchmark must reach (mlfleet compliance --gate).",
-        "# TYPE mlfleet_compliance_gate gauge",
-    ]
-    lines += [
-        f'mlfleet_compliance_gate{{host="{h.host}",benchmark="{name}"}} {minimum:g}'
-        for h in hosts
-        for name, minimum in gates.items()
-    ]
-    lines += [
-        "# HELP mlfleet_compliance_failed_rules Failed rules (Lynis: warnings) in the last compliance scan.",
-        "# TYPE mlfleet_compliance_failed_rules gauge",
-    ]
-    lines += [
-        f'mlfleet_compliance_failed_rules{{host="{h.host}",benchmark="{name}"}} {len(s.failed)}'
-        for h in hosts
-        for name, s in sorted(h.scores.items())
-    ]
+    lines = []
+    for metric, text, rows in families:
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} gauge"]
+        lines += [f'{metric}{{host="{host}",benchmark="{name}"}} {value:g}' for host, name, value in rows]
     lines += [
         "# HELP mlfleet_compliance_summary_timestamp_seconds When the scan's summary was written.",
         "# TYPE mlfleet_compliance_summary_timestamp_seconds gauge",
