@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 # name -> (module, one line for the command list)
@@ -39,6 +39,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+
+def parse_or_say(
+    parse_args: Callable[[Sequence[str] | None, str], argparse.Namespace], argv: Sequence[str] | None, prog: str
+) -> argparse.Namespace | None:
+    """A subcommand's command line, or None once its usage error is printed (the subcommand exits 1)."""
+    try:
+        return parse_args(argv, prog)
+    except UsageError as exc:
+        print(f"usage error: {exc} (see --help)", file=sys.stderr)
+        return None
 
 
 def version() -> str:

@@ -26,7 +26,7 @@ from xml.etree import ElementTree as ET
 
 import yaml
 
-from mlfleet.cli import Parser, UsageError
+from mlfleet.cli import Parser, parse_or_say
 from mlfleet.drift import write_textfile
 from mlfleet.site import default_project_dir
 
@@ -267,10 +267,8 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "mlfleet compliance") -> int:
-    try:
-        args = parse_args(argv, prog)
-    except UsageError as exc:
-        print(f"usage error: {exc} (see --help)", file=sys.stderr)
+    args = parse_or_say(parse_args, argv, prog)
+    if args is None:
         return EXIT_FAILED
     folder = args.scan or (args.project_dir or default_project_dir()) / SCANS / "latest"
     gates = dict(args.gate)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlfleet.cli import Parser, UsageError
+from mlfleet.cli import Parser, parse_or_say
 from mlfleet.site import default_project_dir
 
 EXIT_OK = 0
@@ -123,10 +123,8 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "mlfleet ledger") -> int:
-    try:
-        args = parse_args(argv, prog)
-    except UsageError as exc:
-        print(f"usage error: {exc} (see --help)", file=sys.stderr)
+    args = parse_or_say(parse_args, argv, prog)
+    if args is None:
         return EXIT_FAILED
     path = args.file or (args.project_dir or default_project_dir()) / LEDGER
     try:

@@ -22,7 +22,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from mlfleet.cli import Parser, UsageError
+from mlfleet.cli import Parser, parse_or_say
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -171,10 +171,8 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "mlfleet release") -> int:
-    try:
-        args = parse_args(argv, prog)
-    except UsageError as exc:
-        print(f"usage error: {exc} (see --help)", file=sys.stderr)
+    args = parse_or_say(parse_args, argv, prog)
+    if args is None:
         return EXIT_REFUSED
     if args.action == "schema":
         print(json.dumps(schema(), indent=2, ensure_ascii=False))

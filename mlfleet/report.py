@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlfleet import ledger
-from mlfleet.cli import Parser, UsageError
+from mlfleet.cli import Parser, UsageError, parse_or_say
 from mlfleet.progress import Progress
 from mlfleet.site import default_project_dir
 
@@ -373,10 +373,8 @@ def build(args: argparse.Namespace, progress: Progress, now: datetime | None = N
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "mlfleet report") -> int:
-    try:
-        args = parse_args(argv, prog)
-    except UsageError as exc:
-        print(f"usage error: {exc} (see --help)", file=sys.stderr)
+    args = parse_or_say(parse_args, argv, prog)
+    if args is None:
         return EXIT_FAILED
     progress = Progress(enabled=False if args.quiet else None)
     try:
