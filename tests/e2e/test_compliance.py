@@ -17,8 +17,8 @@ PROMETHEUS = "http://172.28.10.30:9090"
 SCANS = ROOT / "artifacts" / "compliance"
 HOST = "cpu-2"  # a hardened inference host: docker, two model replicas, every role of site.yml
 # What the hardened lab inference host holds today (docs/compliance.md). The issue's targets, ANSSI
-# minimal 100 and Lynis 85, are not met yet: the rules below still fail. A rule failing outside them,
-# or a score under a gate, fails this test.
+# minimal 100 and Lynis 85, are not met yet: the minimal profile's rules below still fail. A minimal
+# rule failing outside them, or a score under a gate, fails this test.
 GATES = {"anssi_bp28_minimal": 80.0, "anssi_bp28_intermediary": 80.0, "lynis": 70.0}
 # SSG 0.1.76 reads password quality only from /etc/security/pwquality.conf (the role writes
 # pwquality.conf.d/70-mlfleet.conf, which pam_pwquality reads), wants pam_faillock in its own layout
@@ -35,13 +35,6 @@ KNOWN_GAPS = {
     "accounts_passwords_pam_faillock_deny",
     "accounts_passwords_pam_faillock_interval",
     "accounts_passwords_pam_faillock_unlock_time",
-    # Intermediary only: sudo's defaults and the mode of /etc/sudoers.d, the users' shell start files.
-    "directory_permissions_etc_sudoersd",
-    "file_permission_user_init_files",
-    "sudo_add_ignore_dot",
-    "sudo_add_noexec",
-    "sudo_add_requiretty",
-    "sudo_add_umask",
 }
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
@@ -80,10 +73,10 @@ def test_a_hardened_inference_host_meets_the_gates_and_the_evidence_is_kept(
     assert summary.returncode == 0, (scores, summary.stderr)
     assert set(scores) == set(GATES)
     waived = {w["rule"] for w in waivers["compliance_scan_waivers"]}
-    for profile in ("anssi_bp28_minimal", "anssi_bp28_intermediary"):
-        result = report["hosts"][HOST][profile]
-        assert set(result["failed"]) <= KNOWN_GAPS, (profile, sorted(set(result["failed"]) - KNOWN_GAPS))
-        assert not waived & set(result["failed"]), profile  # a waived rule is left out, not failed
+    minimal_failed = set(report["hosts"][HOST]["anssi_bp28_minimal"]["failed"])
+    assert minimal_failed <= KNOWN_GAPS, sorted(minimal_failed - KNOWN_GAPS)
+    # A waived rule is left out by the tailoring, not failed (the lab waives two intermediary rules).
+    assert not waived & set(report["hosts"][HOST]["anssi_bp28_intermediary"]["failed"])
     assert (scan / "summary.md").read_text().count(f"| {HOST} |") == 1
 
     # Prometheus reads the scores from the textfile of a monitored host, under the scanned host's name;
