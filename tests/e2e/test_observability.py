@@ -128,6 +128,8 @@ def test_every_alert_rule_is_loaded(lab: Lab, converged: str) -> None:
         "ConfigDriftDetected",
         "DriftRunFailed",
         "DriftRunStale",
+        "ComplianceScoreBelowGate",
+        "ComplianceScoreDropped",
     } <= names
 
 

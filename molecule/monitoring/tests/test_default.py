@@ -17,6 +17,8 @@ ALERTS = {
     "ConfigDriftDetected",
     "DriftRunFailed",
     "DriftRunStale",
+    "ComplianceScoreBelowGate",
+    "ComplianceScoreDropped",
     "ModelServerDown",
     "ModelNotReady",
     "ModelServerOutOfRotation",
