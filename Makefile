@@ -185,7 +185,6 @@ scan: setup ## Compliance scan (OpenSCAP ANSSI-BP-028, Lynis) of INVENTORY, then
 	mlfleet compliance -o markdown $(SCAN_GATES)
 
 bench: setup ## Benchmarks on the lab, not part of `make test` (results: artifacts/bench, docs/benchmarks.md)
-	pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	ansible-playbook lab/up.yml $(LAB_UP_ARGS)
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	python benchmarks/fleet_bench.py --reps $(BENCH_REPS)

@@ -34,6 +34,9 @@ from pathlib import Path
 
 from benchkit import ROOT, recap, results_folder, write_results
 
+sys.path.insert(0, str(ROOT / "tools"))
+from ansible_cfgs import mitogen_config, project_config  # noqa: E402 - tools/ is not a package
+
 BIN = Path(sys.executable).parent
 LAB_LABEL = "mlfleet.lab=mlfleet-lab"
 
@@ -58,32 +61,15 @@ class Sample:
     note: str = ""
 
 
-def mitogen_strategy_dir() -> Path:
-    import ansible_mitogen  # noqa: PLC0415 - only the mitogen profile needs it
-
-    return Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
-
-
 def write_configs(folder: Path, profiles: list[str]) -> dict[str, Path]:
-    project = (ROOT / "ansible.cfg").read_text()
-    # Relative paths in ansible.cfg are relative to the file; the copies live elsewhere.
-    for key in ("inventory", "collections_path"):
-        project = re.sub(rf"^({key}\s*=\s*)(?!/)(\S+)", rf"\g<1>{ROOT}/\2", project, flags=re.M)
     cfgs: dict[str, Path] = {}
     for name in profiles:
         if name == "stock":
             text = STOCK_CFG.format(root=ROOT)
         elif name == "project":
-            text = project
+            text = project_config(ROOT)
         elif name == "mitogen":
-            text = project.replace(
-                "[defaults]\n",
-                # Mitogen runs its own ssh and enforces host keys unless told not to; the lab's
-                # inventory already turns checking off for its throwaway host keys.
-                f"[defaults]\nstrategy_plugins = {mitogen_strategy_dir()}\nstrategy = mitogen_linear\n"
-                "host_key_checking = False\n",
-                1,
-            )
+            text = mitogen_config(ROOT)
         else:
             raise SystemExit(f"unknown profile {name!r}: use stock, project, mitogen")
         path = folder / f"{name}.cfg"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from labkit import Lab, lab_lease, load_inventory, playbook
+from labkit import Lab, lab_lease, load_inventory, mitogen_env, playbook
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,8 +46,9 @@ def lab(lab_up_output: str) -> Lab:
 
 @pytest.fixture(scope="session")
 def converged(lab: Lab) -> str:
-    """site.yml converged once for every test that needs a configured fleet (lab pins v2; start at v1)."""
-    return playbook("playbooks/site.yml", "-e", "rollout_version=v1", timeout=3600).stdout
+    """site.yml converged once for every test that needs a configured fleet (lab pins v2; start at v1),
+    under the Mitogen strategy (labkit.mitogen_env)."""
+    return playbook("playbooks/site.yml", "-e", "rollout_version=v1", timeout=3600, env=mitogen_env()).stdout
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -25,7 +25,13 @@ LAB_STATE = ROOT / ".lab"
 LAB_NAME = "mlfleet-lab"
 # How long an end-to-end run waits for another one to give the lab back (MLFLEET_LAB_WAIT, seconds).
 LAB_WAIT = float(os.environ.get("MLFLEET_LAB_WAIT", "1200"))
+# The project's ansible.cfg plus the Mitogen strategy, for the runs that converge or check the whole
+# fleet (see mitogen_env).
+MITOGEN_CFG = ROOT / "artifacts" / "e2e" / "ansible-mitogen.cfg"
 T = TypeVar("T")
+
+sys.path.insert(0, str(ROOT / "tools"))
+from ansible_cfgs import mitogen_config  # noqa: E402 - tools/ is not a package
 
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
@@ -40,6 +46,20 @@ def env() -> dict[str, str]:
     e["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     e["ANSIBLE_FORCE_COLOR"] = "false"
     e["ANSIBLE_NOCOLOR"] = "true"
+    return e
+
+
+def mitogen_env() -> dict[str, str]:
+    """env() under the Mitogen strategy: the project's settings and strategy = mitogen_linear, the
+    switch docs/benchmarks.md measures (2.6x faster no-change converges and drift runs on the lab,
+    same recaps and reports). The full converge, the second site run and the drift runs use it, to
+    keep CI in its time; every rollout, rollback and fault test runs under the default linear
+    strategy, as operators run them, and every role's Molecule scenario converges, re-runs
+    (idempotence) and checks under it too."""
+    MITOGEN_CFG.parent.mkdir(parents=True, exist_ok=True)
+    MITOGEN_CFG.write_text(mitogen_config(ROOT))
+    e = env()
+    e["ANSIBLE_CONFIG"] = str(MITOGEN_CFG)
     return e
 
 

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from labkit import BIN, LAB_INVENTORY, Lab, run
+from labkit import BIN, LAB_INVENTORY, Lab, mitogen_env, run
 
 pytestmark = pytest.mark.lab_converged_first
 
@@ -108,7 +108,8 @@ def drift(workdir: Path, *args: str) -> DriftRun:
         str(workdir / "release.yml"),
         *args,
     ]
-    return DriftRun(run(cmd, timeout=3600), textfile_dir)
+    # Under Mitogen (labkit.mitogen_env): the tool honours ANSIBLE_CONFIG, as an operator's would.
+    return DriftRun(run(cmd, timeout=3600, env=mitogen_env()), textfile_dir)
 
 
 def files_containing(folder: Path, needle: str) -> list[Path]:
