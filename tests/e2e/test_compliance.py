@@ -16,26 +16,13 @@ from labkit import BIN, LAB_INVENTORY, ROOT, Lab, playbook, recap, run, wait_for
 PROMETHEUS = "http://172.28.10.30:9090"
 SCANS = ROOT / "artifacts" / "compliance"
 HOST = "cpu-2"  # a hardened inference host: docker, two model replicas, every role of site.yml
-# What the hardened lab inference host holds today (docs/compliance.md). The targets, ANSSI
-# minimal 100 and Lynis 85, are not met yet: the minimal profile's rules below still fail. A minimal
-# rule failing outside them, or a score under a gate, fails this test.
-GATES = {"anssi_bp28_minimal": 80.0, "anssi_bp28_intermediary": 80.0, "lynis": 70.0}
-# SSG 0.1.76 reads password quality only from /etc/security/pwquality.conf (the role writes
-# pwquality.conf.d/70-mlfleet.conf, which pam_pwquality reads), wants pam_faillock in its own layout
-# (preauth "required", an authsucc line), root's maximum password age and pam_unix rounds=11.
-KNOWN_GAPS = {
-    "accounts_password_pam_dcredit",
-    "accounts_password_pam_lcredit",
-    "accounts_password_pam_minclass",
-    "accounts_password_pam_minlen",
-    "accounts_password_pam_ocredit",
-    "accounts_password_pam_ucredit",
-    "accounts_password_pam_unix_rounds_password_auth",
-    "accounts_password_set_max_life_root",
-    "accounts_passwords_pam_faillock_deny",
-    "accounts_passwords_pam_faillock_interval",
-    "accounts_passwords_pam_faillock_unlock_time",
-}
+# What the hardened lab inference host holds today (docs/compliance.md: minimal 93.75, intermediary
+# 92.41, Lynis 78 on 2026-12-07). The targets, ANSSI minimal 100 and Lynis 85, are not met
+# yet: the minimal profile's rule below still fails. A minimal rule failing outside it, or a score
+# under a gate, fails this test.
+GATES = {"anssi_bp28_minimal": 90.0, "anssi_bp28_intermediary": 90.0, "lynis": 70.0}
+# SSG wants pam_unix rounds=11 (a yescrypt cost of 11 on Debian 12).
+KNOWN_GAPS = {"accounts_password_pam_unix_rounds_password_auth"}
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 

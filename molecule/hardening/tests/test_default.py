@@ -169,6 +169,20 @@ def test_a_short_password_is_rejected(host):
         host.run("userdel -r molpw")
 
 
+def test_a_password_of_fourteen_characters_is_rejected_and_fifteen_pass(host):
+    # minlen 15, ANSSI-BP-028's value; every class present in both.
+    host.run("useradd -m molpw")
+    try:
+        assert host.run("echo 'molpw:Kx7-mq2Vz9-pLw' | chpasswd").rc != 0
+        assert host.run("echo 'molpw:Kx7-mq2Vz9-pLw4' | chpasswd").rc == 0
+    finally:
+        host.run("userdel -r molpw")
+
+
+def test_root_password_ages_out_after_a_year(host):
+    assert host.check_output("chage -l root | grep Maximum").split(":")[1].strip() == "365"
+
+
 def test_a_password_without_each_character_class_is_rejected(host):
     host.run("useradd -m molpw")
     try:
