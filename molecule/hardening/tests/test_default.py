@@ -179,6 +179,18 @@ def test_a_password_of_fourteen_characters_is_rejected_and_fifteen_pass(host):
         host.run("userdel -r molpw")
 
 
+def test_sudo_ignores_the_current_folder_in_path_and_sets_its_umask(host):
+    # sudo's own account of the rules it parsed (sudo -V as root lists the sudoers defaults in force).
+    settings = host.check_output("sudo -V")
+    assert "Ignore '.' in $PATH" in settings
+    assert re.search(r"^Umask to use or 0777 to use user's: 022$", settings, re.M), settings
+
+
+def test_the_sudo_rules_are_closed_to_other_users(host):
+    assert host.run("su -s /bin/sh nobody -c 'ls /etc/sudoers.d'").rc != 0
+    assert host.run("visudo -c").rc == 0
+
+
 def test_root_password_ages_out_after_a_year(host):
     assert host.check_output("chage -l root | grep Maximum").split(":")[1].strip() == "365"
 
