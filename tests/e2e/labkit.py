@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -56,11 +57,17 @@ def mitogen_env() -> dict[str, str]:
     keep CI in its time; every rollout, rollback and fault test runs under the default linear
     strategy, as operators run them, and every role's Molecule scenario converges, re-runs
     (idempotence) and checks under it too."""
+    e = env()
+    e["ANSIBLE_CONFIG"] = str(_write_mitogen_cfg())
+    return e
+
+
+@functools.cache
+def _write_mitogen_cfg() -> Path:
+    """MITOGEN_CFG, written once per test session."""
     MITOGEN_CFG.parent.mkdir(parents=True, exist_ok=True)
     MITOGEN_CFG.write_text(mitogen_config(ROOT))
-    e = env()
-    e["ANSIBLE_CONFIG"] = str(MITOGEN_CFG)
-    return e
+    return MITOGEN_CFG
 
 
 def run(cmd: list[str], check: bool = False, timeout: int = 1800, **kw) -> subprocess.CompletedProcess[str]:

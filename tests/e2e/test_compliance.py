@@ -17,7 +17,7 @@ PROMETHEUS = "http://172.28.10.30:9090"
 SCANS = ROOT / "artifacts" / "compliance"
 HOST = "cpu-2"  # a hardened inference host: docker, two model replicas, every role of site.yml
 # What the hardened lab inference host holds today (docs/compliance.md: minimal 93.75, intermediary
-# 92.41, Lynis 78 on 2026-12-07). The targets, ANSSI minimal 100 and Lynis 85, are not met
+# 96.09, Lynis 78 on 2026-12-07). The targets, ANSSI minimal 100 and Lynis 85, are not met
 # yet: the minimal profile's rule below still fails. A minimal rule failing outside it, or a score
 # under a gate, fails this test.
 GATES = {"anssi_bp28_minimal": 90.0, "anssi_bp28_intermediary": 90.0, "lynis": 70.0}
