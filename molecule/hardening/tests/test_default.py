@@ -234,6 +234,27 @@ def test_an_account_is_locked_after_three_failed_logins_until_reset(host, pam_lo
         host.run("faillock --user mollock --reset; userdel -r mollock")
 
 
+def test_a_new_password_is_hashed_at_the_set_cost_and_opens_the_account(host, pam_login):
+    host.run("useradd -m molcost")
+    try:
+        assert host.run("echo 'molcost:A-much-longer-Passphrase-42' | chpasswd").rc == 0
+        # yescrypt's parameters lead the hash: "jCT" is cost 8 (Debian's default 5 writes "j9T").
+        assert host.check_output("getent shadow molcost").split(":")[1].startswith("$y$jCT$")
+        assert pam_login("molcost", "A-much-longer-Passphrase-42") == "0 Success"
+        assert pam_login("molcost", "A-much-longer-Passphrase-43") != "0 Success"
+    finally:
+        host.run("faillock --user molcost --reset; userdel -r molcost")
+
+
+def test_an_account_with_an_empty_password_cannot_log_in(host, pam_login):
+    host.run("useradd -m molempty && passwd -d molempty")
+    try:
+        assert host.check_output("getent shadow molempty").split(":")[1] == ""
+        assert pam_login("molempty", "") != "0 Success"
+    finally:
+        host.run("faillock --user molempty --reset; userdel -r molempty")
+
+
 def test_a_recent_password_cannot_be_set_again(host):
     host.run("useradd -m molhist")
     try:
