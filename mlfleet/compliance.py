@@ -3,7 +3,8 @@
 A scan (``playbooks/compliance_scan.yml``, the ``mlfleet.fleet.compliance_scan`` role) leaves one
 folder: per host the OpenSCAP results (``arf-<profile>.xml``, ARF with the XCCDF TestResult inside;
 plain XCCDF results files are read too), the HTML reports and Lynis' ``lynis-report.dat``; beside
-them ``waivers.yml``, the rules the scan's tailoring left out and why. ``mlfleet compliance`` reads
+them ``waivers.yml``, the rules the scan's tailoring left out and why, and ``values.yml``, the
+profile variables the tailoring set to the site's values and why. ``mlfleet compliance`` reads
 it and writes ``summary.json`` and ``summary.md`` there, optionally the textfile
 ``mlfleet_compliance.prom`` for node-exporter (``mlfleet_compliance_score{host, benchmark}`` and
 ``mlfleet_compliance_gate``, which ComplianceScoreBelowGate and ComplianceScoreDropped read), and
@@ -143,8 +144,13 @@ def read_lynis(path: Path) -> Score:
     )
 
 
-def read_scan(folder: Path) -> tuple[list[HostResult], list[dict[str, str]]]:
-    """Every host folder's scores, and the waivers of the scan."""
+def read_list(path: Path) -> list[dict[str, Any]]:
+    """A YAML list written beside the results (waivers.yml, values.yml); none when the file is absent."""
+    return list((yaml.safe_load(path.read_text()) if path.is_file() else None) or [])
+
+
+def read_scan(folder: Path) -> tuple[list[HostResult], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every host folder's scores, and the waivers and the site's values of the scan."""
     hosts = []
     for host_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         result = HostResult(host_dir.name)
@@ -156,9 +162,7 @@ def read_scan(folder: Path) -> tuple[list[HostResult], list[dict[str, str]]]:
             result.scores["lynis"] = read_lynis(lynis)
         if result.scores:
             hosts.append(result)
-    waivers_file = folder / "waivers.yml"
-    waivers = yaml.safe_load(waivers_file.read_text()) if waivers_file.is_file() else []
-    return hosts, list(waivers or [])
+    return hosts, read_list(folder / "waivers.yml"), read_list(folder / "values.yml")
 
 
 def below_gates(hosts: Sequence[HostResult], gates: dict[str, float]) -> list[str]:
@@ -174,12 +178,15 @@ def below_gates(hosts: Sequence[HostResult], gates: dict[str, float]) -> list[st
     return out
 
 
-def summary(folder: Path, hosts: Sequence[HostResult], waivers: list, gates: dict[str, float]) -> dict[str, Any]:
+def summary(
+    folder: Path, hosts: Sequence[HostResult], waivers: list, gates: dict[str, float], values: list | None = None
+) -> dict[str, Any]:
     return {
         "scan": str(folder),
         "gates": gates,
         "below_gates": below_gates(hosts, gates),
         "waivers": waivers,
+        "values": values or [],
         "hosts": {h.host: {name: asdict(s) for name, s in sorted(h.scores.items())} for h in hosts},
     }
 
@@ -204,6 +211,9 @@ def markdown(report: dict[str, Any]) -> str:
             out.append(f"- **{host}, {name}** ({score['source']}): " + (", ".join(score["failed"]) or "none"))
     out += ["", "## Waivers (left out by the scan's tailoring)", ""]
     out += [f"- `{w.get('rule')}`: {w.get('reason')}" for w in report["waivers"]] or ["None."]
+    out += ["", "## Site values (set by the scan's tailoring; their rules are scored against them)", ""]
+    values = report.get("values") or []
+    out += [f"- `{v.get('value')}` = {v.get('set')}: {v.get('reason')}" for v in values] or ["None."]
     return "\n".join(out) + "\n"
 
 
@@ -273,7 +283,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mlfleet compliance") ->
     folder = args.scan or (args.project_dir or default_project_dir()) / SCANS / "latest"
     gates = dict(args.gate)
     try:
-        hosts, waivers = read_scan(folder)
+        hosts, waivers, values = read_scan(folder)
     except FileNotFoundError:
         print(f"No scan folder at {folder}: run playbooks/compliance_scan.yml first (or name one).", file=sys.stderr)
         return EXIT_FAILED
@@ -283,7 +293,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mlfleet compliance") ->
     if not hosts:
         print(f"No OpenSCAP or Lynis result in {folder} (one folder per host expected).", file=sys.stderr)
         return EXIT_FAILED
-    report = summary(folder, hosts, waivers, gates)
+    report = summary(folder, hosts, waivers, gates, values)
     (folder / "summary.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (folder / "summary.md").write_text(markdown(report))
     if args.textfile_dir:

@@ -16,13 +16,10 @@ from labkit import BIN, LAB_INVENTORY, ROOT, Lab, playbook, recap, run, wait_for
 PROMETHEUS = "http://172.28.10.30:9090"
 SCANS = ROOT / "artifacts" / "compliance"
 HOST = "cpu-2"  # a hardened inference host: docker, two model replicas, every role of site.yml
-# What the hardened lab inference host holds today (docs/compliance.md: minimal 93.75, intermediary
-# 96.09, Lynis 78 on 2026-12-07). The targets, ANSSI minimal 100 and Lynis 85, are not met
-# yet: the minimal profile's rule below still fails. A minimal rule failing outside it, or a score
-# under a gate, fails this test.
-GATES = {"anssi_bp28_minimal": 90.0, "anssi_bp28_intermediary": 90.0, "lynis": 70.0}
-# SSG wants pam_unix rounds=11 (a yescrypt cost of 11 on Debian 12).
-KNOWN_GAPS = {"accounts_password_pam_unix_rounds_password_auth"}
+# What the hardened lab inference host must hold (docs/compliance.md): every rule of ANSSI-BP-028
+# minimal passes, with the lab's waivers and its one site value (the password hash cost). The issue's
+# Lynis target, 85, is not met yet (78 on 2026-12-07).
+GATES = {"anssi_bp28_minimal": 100.0, "anssi_bp28_intermediary": 95.0, "lynis": 75.0}
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
@@ -50,6 +47,9 @@ def test_a_hardened_inference_host_meets_the_gates_and_the_evidence_is_kept(
     waivers = yaml.safe_load((LAB_INVENTORY / "group_vars" / "all" / "compliance.yml").read_text())
     assert yaml.safe_load((scan / "waivers.yml").read_text()) == waivers["compliance_scan_waivers"]
     assert all(w["reason"].strip() for w in waivers["compliance_scan_waivers"])
+    # The site's value for the hash cost is the hardening role's, and is scored (not waived).
+    values = yaml.safe_load((scan / "values.yml").read_text())
+    assert [(v["value"], v["set"]) for v in values] == [("var_password_pam_unix_rounds", "8")]
 
     gates = [arg for name, score in GATES.items() for arg in ("--gate", f"{name}={score:g}")]
     summary = run(
@@ -60,8 +60,7 @@ def test_a_hardened_inference_host_meets_the_gates_and_the_evidence_is_kept(
     assert summary.returncode == 0, (scores, summary.stderr)
     assert set(scores) == set(GATES)
     waived = {w["rule"] for w in waivers["compliance_scan_waivers"]}
-    minimal_failed = set(report["hosts"][HOST]["anssi_bp28_minimal"]["failed"])
-    assert minimal_failed <= KNOWN_GAPS, sorted(minimal_failed - KNOWN_GAPS)
+    assert report["hosts"][HOST]["anssi_bp28_minimal"]["failed"] == []
     # A waived rule is left out by the tailoring, not failed (the lab waives two intermediary rules).
     assert not waived & set(report["hosts"][HOST]["anssi_bp28_intermediary"]["failed"])
     assert (scan / "summary.md").read_text().count(f"| {HOST} |") == 1

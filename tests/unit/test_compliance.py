@@ -13,6 +13,7 @@ from mlfleet import cli, compliance
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "compliance" / "scan"
 WAIVERS = [{"rule": "sysctl_net_ipv4_ip_forward", "reason": "docker hosts route their containers' traffic"}]
+VALUES = [{"value": "var_password_pam_unix_rounds", "set": "8", "reason": "cost 11 takes 1 GiB per check"}]
 
 
 @pytest.fixture
@@ -22,6 +23,7 @@ def scan(tmp_path: Path) -> Path:
     shutil.copytree(FIXTURE / "debian12-base", folder / "cpu-2")
     shutil.copytree(FIXTURE / "debian12-base", folder / "gpu-1")
     (folder / "waivers.yml").write_text(yaml.safe_dump(WAIVERS))
+    (folder / "values.yml").write_text(yaml.safe_dump(VALUES))
     return folder
 
 
@@ -50,9 +52,11 @@ def test_the_summary_lists_every_host_with_its_scores_and_the_waivers(scan: Path
     assert sorted(report["hosts"]) == ["cpu-2", "gpu-1"]
     assert report["hosts"]["cpu-2"]["anssi_bp28_minimal"]["source"] == "testresult-anssi_bp28_minimal.xml"
     assert report["waivers"] == WAIVERS
+    assert report["values"] == VALUES
     md = (scan / "summary.md").read_text()
     assert "| cpu-2 | 79.26 | 75 | 60 |" in md
     assert "- `sysctl_net_ipv4_ip_forward`: docker hosts route their containers' traffic" in md
+    assert "- `var_password_pam_unix_rounds` = 8: cost 11 takes 1 GiB per check" in md
 
 
 def test_a_score_under_its_gate_exits_2_naming_host_benchmark_and_failed_rules(scan: Path, capsys) -> None:
