@@ -7,6 +7,7 @@
 #   tools/prereqs.sh --check   change nothing: exit 0 when all is there, else list it and exit 1
 #   tools/prereqs.sh --test    also what `make test` needs: Chromium (the end-to-end test opens the
 #                              fleet report in it, headless); combines with --check
+#   tools/prereqs.sh --compliance  also what `make compliance` needs: QEMU (the real-kernel VM)
 #
 # `make demo` and `.ci/run` (with --test) call it first. Exit codes: 0 ready, 1 something missing (message on
 # stderr says what and which command fixes it), 2 bad usage.
@@ -14,12 +15,14 @@ set -euo pipefail
 
 check_only=false
 for_tests=false
+for_compliance=false
 for arg in "$@"; do
   case "$arg" in
     --check) check_only=true ;;
     --test) for_tests=true ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "prereqs: unknown option '$arg' (use --check, --test or --help)" >&2; exit 2 ;;
+    --compliance) for_compliance=true ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "prereqs: unknown option '$arg' (use --check, --test, --compliance or --help)" >&2; exit 2 ;;
   esac
 done
 
@@ -34,6 +37,9 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if $for_tests; then
   command -v chromium >/dev/null 2>&1 || browser=(chromium fonts-liberation)
+fi
+if $for_compliance; then
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || browser+=(qemu-system-x86 qemu-utils)
 fi
 
 docker_up() { docker info >/dev/null 2>&1; }
@@ -52,7 +58,7 @@ if $check_only || ! $root; then
     say "install them with: ${sudo}apt-get install -y ${missing[*]}"
   fi
   if [ "${#browser[@]}" -gt 0 ]; then
-    say "missing for the tests: ${browser[*]}"
+    say "missing for the tests or the VM: ${browser[*]}"
     say "install them with: ${sudo}apt-get install -y --no-install-recommends ${browser[*]}"
   fi
   if ! docker_up; then
@@ -73,7 +79,7 @@ if [ "${#browser[@]}" -gt 0 ]; then
   # Without its recommends: they bring udev, avahi-daemon, upower and CUPS, daemons that a host with
   # an init starts on install, and udev renames the MAC addresses of docker's veth interfaces
   # (MACAddressPolicy=persistent), which cuts the lab's hosts off from each other.
-  say "installing ${browser[*]} for the tests (about a minute)"
+  say "installing ${browser[*]} for the tests or the VM (about a minute)"
   export DEBIAN_FRONTEND=noninteractive
   [ "${#missing[@]}" -gt 0 ] || apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null
