@@ -280,10 +280,11 @@ def test_deploy_cannot_read_shadow(host):
     assert host.run("runuser -u deploy -- cat /etc/shadow").rc != 0
 
 
-def test_login_shells_get_umask_027_and_no_core_dumps(client):
-    res = ssh_as(client, "deploy", command="'bash -lc \"umask; ulimit -Hc\"'")
-    assert res.rc == 0, res.stderr
-    assert res.stdout.split() == ["0027", "0"]
+def test_login_shells_get_umask_027_no_core_dumps_and_a_fixed_idle_timeout(client):
+    res = ssh_as(client, "deploy", command="'bash -lc \"umask; ulimit -Hc; echo \\$TMOUT; TMOUT=0\"'")
+    assert res.stdout.split() == ["0027", "0", "600"], res.stdout
+    # The user cannot switch the timeout off: TMOUT is read-only.
+    assert res.rc != 0 and "readonly variable" in res.stderr
 
 
 def test_telnet_was_purged(host):
@@ -316,6 +317,35 @@ def test_auditd_never_halts_the_host(host):
     actions = dict(re.findall(r"^(\w+_action) = (\S+)$", conf, re.M))
     assert actions["disk_full_action"] == "SUSPEND"
     assert not {"HALT", "SINGLE"} & {v.upper() for v in actions.values()}
+
+
+# --- File integrity (AIDE) ------------------------------------------------------------------------
+
+
+def aide_check(host):
+    """Run the role's check unit as its timer would; its result and the report it logged."""
+    cursor = host.check_output("journalctl -n 0 --show-cursor -q | sed -n 's/^-- cursor: //p'")
+    ok = host.run("systemctl start mlfleet-aide-check.service").rc == 0
+    return ok, host.check_output(f"journalctl -u mlfleet-aide-check.service --after-cursor='{cursor}' -o cat")
+
+
+def test_aide_checks_on_a_timer_and_reports_a_changed_file_until_it_is_accepted(host):
+    assert host.service("mlfleet-aide-check.timer").is_enabled
+    assert host.service("mlfleet-aide-check.timer").is_running
+    assert not host.service("dailyaidecheck.timer").is_enabled
+    # Earlier tests changed accounts on purpose: accept them, as the role's aide_update entry point does.
+    db = "/var/lib/aide/aide.db"
+    host.run(f"aide --update --config /etc/aide/aide.conf >/dev/null; mv -f {db}.new {db}")
+    assert aide_check(host)[0]
+    host.run("install -d /srv/models && echo weights > /srv/models/model.bin")  # excluded: changes by design
+    assert aide_check(host)[0]
+    host.run("echo '# tampered' >> /etc/issue.net")
+    try:
+        ok, report = aide_check(host)
+        assert not ok
+        assert "/etc/issue.net" in report
+    finally:
+        host.run("sed -i '/^# tampered$/d' /etc/issue.net; rm -f /srv/models/model.bin")
 
 
 # --- Lynis ---------------------------------------------------------------------------------------
