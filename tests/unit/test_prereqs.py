@@ -79,7 +79,7 @@ def test_a_user_other_than_root_is_told_to_use_sudo_and_nothing_is_installed(bin
 def test_an_unknown_option_is_a_usage_error(bin_dir: Path) -> None:
     res = run(bin_dir, "--yes", docker_up=True, uid=0)
     assert res.returncode == 2
-    assert "unknown option '--yes' (use --check, --test or --help)" in res.stderr
+    assert "unknown option '--yes' (use --check, --test, --compliance or --help)" in res.stderr
 
 
 def test_the_tests_also_need_chromium_and_only_they_do(bin_dir: Path) -> None:
@@ -87,7 +87,7 @@ def test_the_tests_also_need_chromium_and_only_they_do(bin_dir: Path) -> None:
     assert run(bin_dir, "--check", docker_up=True, uid=0, have=tools).returncode == 0
     res = run(bin_dir, "--check", "--test", docker_up=True, uid=0, have=tools)
     assert res.returncode == 1
-    assert "missing for the tests: chromium fonts-liberation" in res.stderr
+    assert "missing for the tests or the VM: chromium fonts-liberation" in res.stderr
     assert "install them with: apt-get install -y --no-install-recommends chromium fonts-liberation" in res.stderr
     assert run(bin_dir, "--test", "--check", docker_up=True, uid=0, have=(*tools, "chromium")).returncode == 0
 
@@ -102,3 +102,12 @@ def test_chromium_comes_without_its_recommends(bin_dir: Path, tmp_path: Path) ->
         "update -qq",
         "install -y -qq --no-install-recommends chromium fonts-liberation",
     ]
+
+
+def test_the_real_kernel_vm_needs_qemu_and_only_it_does(bin_dir: Path) -> None:
+    tools = ("dockerd", "debootstrap", "ssh", "make", "python3")
+    res = run(bin_dir, "--check", "--compliance", docker_up=True, uid=0, have=tools)
+    assert res.returncode == 1
+    assert "install them with: apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils" in res.stderr
+    have = (*tools, "qemu-system-x86_64")
+    assert run(bin_dir, "--check", "--compliance", docker_up=True, uid=0, have=have).returncode == 0
