@@ -49,7 +49,7 @@ def test_a_hardened_inference_host_meets_the_gates_and_the_evidence_is_kept(
     assert all(w["reason"].strip() for w in waivers["compliance_scan_waivers"])
     # The site's value for the hash cost is the hardening role's, and is scored (not waived).
     values = yaml.safe_load((scan / "values.yml").read_text())
-    assert [(v["value"], v["set"]) for v in values] == [("var_password_pam_unix_rounds", "8")]
+    assert [(v["value"], str(v["set"])) for v in values] == [("var_password_pam_unix_rounds", "8")]
 
     gates = [arg for name, score in GATES.items() for arg in ("--gate", f"{name}={score:g}")]
     summary = run(
